@@ -1,0 +1,203 @@
+"""Paths, profiles and the run configuration.
+
+Every directory is named here, anchored to the project root, so no other module builds
+paths of its own. Importing this module does no work. A profile is data: a
+:class:`RunConfig` whose fields any notebook parameter (or ``make all NAME=value``)
+overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / "data"
+PROCESSED_DIR = DATA_DIR / "processed"
+MODELS_DIR = DATA_DIR / "models"
+RUNS_DIR = ROOT / "runs"
+FIGURES_DIR = ROOT / "figures"
+TABLES_DIR = FIGURES_DIR / "tables"
+NOTEBOOKS_DIR = ROOT / "notebooks"
+
+#: Name used for the offline default model everywhere (configs, tables, cache folder).
+OFFLINE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+RAW_DATA_HELP = """\
+No raw-data folder was found. xalign looks, in order, at
+  1. the folder named by the environment variable XALIGN_RAW_DATA,
+  2. ../shared/data next to the project root ({shared}),
+  3. data/raw/ inside the project ({local}).
+Put the datasets there in their published formats, one folder each:
+  esnli/ (s1.test, s2.test, labels.test, preproc1_expl_{{1,2,3}}.test, esnli_test_highlights.csv, ... .dev)
+  sst2/ (train.tsv, dev.tsv)   hatexplain/ (test.csv, val.csv)   fever/ (val.jsonl, test.jsonl, docs/)
+  movies/ (withRats_pos/, withRats_neg/)   xnli/ (dev-<lang>.tsv)   knowns/ (known_1000.json, LongRA.json)
+or set XALIGN_RAW_DATA=/path/to/that/folder."""
+
+
+def raw_data_dir() -> Path:
+    """Return the raw-data folder (``XALIGN_RAW_DATA``, ``../shared/data``, ``data/raw``).
+
+    Raises:
+        FileNotFoundError: none exists; the message says what to put where.
+    """
+    env = os.environ.get("XALIGN_RAW_DATA")
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"XALIGN_RAW_DATA={env} is not a folder.\n\n" + _raw_help())
+        return path
+    for candidate in (ROOT.parent / "shared" / "data", DATA_DIR / "raw"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(_raw_help())
+
+
+def _raw_help() -> str:
+    return RAW_DATA_HELP.format(shared=ROOT.parent / "shared" / "data", local=DATA_DIR / "raw")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers. Its :meth:`hash` keys stored results.
+
+    Attributes:
+        profile: ``smoke``, ``default`` or ``paper``.
+        model: Hub id or local folder; ``None`` means the offline default model.
+        datasets: evaluation datasets, in the order the notebooks report them.
+        n_eval: evaluation examples per dataset (sampled, stratified by label).
+        n_train: training examples per dataset (notebook 05).
+        seed: seed for sampling, random baselines and training.
+        batch_size: examples per forward pass.
+        max_new_tokens: generation budget for answers and explanations.
+        topk_fixed: k for Top-Var prompts on datasets without human rationales.
+        ig_steps: integrated-gradients steps.
+        rationale_rule: how annotators' masks combine into one rationale
+            (``majority``: at least half of the annotators who marked; ``union``).
+        max_input_words: inputs longer than this are truncated (long movie reviews, FEVER
+            documents); truncation is counted and reported.
+        extra_datasets: loaded and validated by notebook 01 but not evaluated by default.
+    """
+
+    profile: str = "default"
+    model: str | None = None
+    datasets: tuple[str, ...] = ("esnli", "sst2", "hatexplain")
+    n_eval: int = 200
+    n_train: int = 1000
+    seed: int = 13
+    batch_size: int = 16
+    max_new_tokens: int = 48
+    topk_fixed: int = 3
+    ig_steps: int = 32
+    rationale_rule: str = "majority"
+    max_input_words: int = 256
+    extra_datasets: tuple[str, ...] = ("fever", "movies", "xnli", "knowns", "longra", "synthetic")
+    notes: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def model_name(self) -> str:
+        """The model's public name (the offline default's Hub id when none is set)."""
+        return self.model or OFFLINE_MODEL
+
+    def hash(self) -> str:
+        """Short stable hash of every field that changes results (not ``notes``)."""
+        payload = {k: v for k, v in dataclasses.asdict(self).items() if k != "notes"}
+        payload["model"] = self.model_name
+        blob = json.dumps(payload, sort_keys=True, default=list).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    @property
+    def run_dir(self) -> Path:
+        """``runs/<profile>/``: executed notebooks and per-stage tables."""
+        return RUNS_DIR / self.profile
+
+    @property
+    def processed_dir(self) -> Path:
+        """``data/processed/<profile>/``: the evaluation and training splits."""
+        return PROCESSED_DIR / self.profile
+
+    @property
+    def figures_dir(self) -> Path:
+        """Where figures go. The smoke profile writes beside its run so tests never
+        overwrite the thesis figures in ``figures/``."""
+        return self.run_dir / "figures" if self.profile == "smoke" else FIGURES_DIR
+
+    @property
+    def tables_dir(self) -> Path:
+        """Where LaTeX/CSV tables go (``figures/tables`` except under smoke)."""
+        return self.figures_dir / "tables"
+
+
+PROFILES: dict[str, RunConfig] = {
+    "smoke": RunConfig(
+        profile="smoke",
+        n_eval=6,
+        n_train=16,
+        batch_size=8,
+        max_new_tokens=24,
+        ig_steps=4,
+        max_input_words=64,
+    ),
+    "default": RunConfig(profile="default"),
+    "paper": RunConfig(
+        profile="paper",
+        model="meta-llama/Meta-Llama-3-8B-Instruct",
+        n_eval=300,
+        n_train=5000,
+        batch_size=8,
+        max_new_tokens=64,
+        ig_steps=50,
+        max_input_words=512,
+    ),
+}
+
+
+def _coerce(name: str, value: object, default: object) -> object:
+    """Turn a command-line string into the type of the field's default."""
+    if value is None or value == "":
+        return default
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return tuple(value)  # type: ignore[arg-type]
+    if isinstance(default, bool):
+        return str(value).lower() in {"1", "true", "yes"}
+    if isinstance(default, int):
+        return int(value)  # type: ignore[arg-type]
+    if isinstance(default, float):
+        return float(value)  # type: ignore[arg-type]
+    return str(value)
+
+
+def load_config(profile: str = "default", **overrides: object) -> RunConfig:
+    """Return a profile with overrides applied (``None`` or ``""`` keeps the profile's value).
+
+    Keys are field names in any case (``N_EVAL`` or ``n_eval``). The model can also be
+    set with the environment variable ``XALIGN_MODEL``.
+
+    Raises:
+        KeyError: unknown profile or field; the message lists the valid ones.
+    """
+    if profile not in PROFILES:
+        raise KeyError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    base = PROFILES[profile]
+    names = {f.name for f in dataclasses.fields(RunConfig)} - {"profile", "notes"}
+    changes: dict[str, object] = {}
+    for key, value in overrides.items():
+        name = key.lower()
+        if name not in names:
+            raise KeyError(f"unknown parameter {key!r}; valid: {sorted(names)}")
+        default = getattr(base, name)
+        if name == "model":
+            changes[name] = value or base.model
+        else:
+            changes[name] = _coerce(name, value, default)
+    if "model" not in changes or changes["model"] is None:
+        env_model = os.environ.get("XALIGN_MODEL")
+        if env_model:
+            changes["model"] = env_model
+    return dataclasses.replace(base, **changes)

@@ -1,0 +1,203 @@
+"""Prompt templates (data, one per dataset × role) and chat rendering with word spans.
+
+The templates follow the structure of Fayyaz et al. (2024), Tables A.3–A.5: a task
+instruction with the input, the label options, and a one-word answer (classification);
+the same input with a request for the most important words for a label, unbounded
+("Unbound") or exactly k of them ("Top-Var"); free-text explanations before or after the
+answer. They are plain strings, editable from a notebook (``TEMPLATES[...] = ...``).
+
+Rendering records, for every input word, the token positions it occupies in the
+chat-formatted prompt, via the tokenizer's offset mapping on the rendered string, so
+attribution and masking touch input words only — never the instruction, the chat
+template or special tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .data import LABELS, Example
+
+#: The verbaliser the model is expected to produce for each label. Label scoring sums
+#: the probability of the lower-case and the capitalised form (:data:`VERBALISER_FORMS`).
+VERBALISERS: dict[str, dict[str, str]] = {
+    "esnli": {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"},
+    "xnli": {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"},
+    "sst2": {"negative": "negative", "positive": "positive"},
+    "movies": {"negative": "negative", "positive": "positive"},
+    "synthetic": {"negative": "negative", "positive": "positive"},
+    "hatexplain": {"hatespeech": "hate speech", "offensive": "offensive", "normal": "normal"},
+    "fever": {"SUPPORTS": "supports", "REFUTES": "refutes"},
+}
+
+
+def verbaliser_forms(dataset: str, label: str) -> tuple[str, ...]:
+    """Surface forms whose probabilities make up a label's score (``normal``, ``Normal``)."""
+    v = VERBALISERS[dataset][label]
+    return tuple(dict.fromkeys((v, v[:1].upper() + v[1:])))
+
+
+_NLI = (
+    "Determine whether the hypothesis is entailed by the premise, contradicts it, or is "
+    "neutral to it.\n\nPremise: {premise}\nHypothesis: {hypothesis}\n\n"
+)
+_SENT = "Determine the sentiment of the following {kind}.\n\n{kind_cap}: {text}\n\n"
+_HATE = "Classify the following social-media post as hate speech, offensive, or normal.\n\nPost: {text}\n\n"
+_FEVER = "Determine whether the evidence supports or refutes the claim.\n\nClaim: {claim}\nEvidence: {evidence}\n\n"
+
+TASKS: dict[str, str] = {
+    "esnli": _NLI,
+    "xnli": _NLI,
+    "sst2": _SENT.replace("{kind}", "sentence").replace("{kind_cap}", "Sentence"),
+    "movies": _SENT.replace("{kind}", "movie review").replace("{kind_cap}", "Review"),
+    "synthetic": _SENT.replace("{kind}", "sentence").replace("{kind_cap}", "Sentence"),
+    "hatexplain": _HATE,
+    "fever": _FEVER,
+}
+
+#: Role → instruction appended to the task text. ``{options}`` lists the verbalisers.
+ROLES: dict[str, str] = {
+    "classify": "Answer with one of: {options}. Answer with the label only.",
+    "rationale_unbound": (
+        "The answer is: {label}. Which words of the input are the most important for this "
+        "answer? List them, separated by commas, and nothing else."
+    ),
+    "rationale_topk": (
+        "The answer is: {label}. List exactly the {k} words of the input that are the most "
+        "important for this answer, separated by commas, and nothing else."
+    ),
+    "explain_then_predict": (
+        "First explain your reasoning in one sentence, then give the answer on a new line "
+        "as 'Answer: <label>', where <label> is one of: {options}."
+    ),
+    "predict_then_explain": (
+        "Give the answer as 'Answer: <label>', where <label> is one of: {options}; then "
+        "explain in one sentence why, starting with 'Explanation:'."
+    ),
+}
+
+#: Editable copy of every template: ``TEMPLATES[(dataset, role)]``.
+TEMPLATES: dict[tuple[str, str], str] = {(d, r): TASKS[d] + ROLES[r] for d in TASKS for r in ROLES}
+
+
+class ContextLengthError(ValueError):
+    """A rendered prompt does not fit the model's context window."""
+
+
+@dataclass
+class RenderedPrompt:
+    """A chat-formatted prompt and where its input words sit.
+
+    Attributes:
+        text: the rendered string (chat template applied).
+        input_ids: its token ids (no special tokens added beyond the template's own).
+        word_tokens: per flat input word, the token positions it covers.
+        words: the flat input words.
+        shared_tokens: token positions that cover both an input word and template text
+            (e.g. a final period merged with a closing quote); attributed to the word.
+    """
+
+    text: str
+    input_ids: list[int]
+    word_tokens: list[list[int]]
+    words: list[str]
+    shared_tokens: list[int] = field(default_factory=list)
+
+    @property
+    def input_positions(self) -> list[int]:
+        """All token positions that belong to input words, in order."""
+        return sorted({p for span in self.word_tokens for p in span})
+
+
+def options_text(dataset: str) -> str:
+    """Comma-separated verbalisers, e.g. ``entailment, neutral, contradiction``."""
+    return ", ".join(VERBALISERS[dataset][lab] for lab in LABELS[dataset])
+
+
+def build_user_message(
+    ex: Example, role: str, **fields: object
+) -> tuple[str, list[tuple[int, int]]]:
+    """Fill the (dataset, role) template; return the text and each flat word's char span."""
+    key = (ex.dataset, role)
+    if key not in TEMPLATES:
+        valid = sorted({r for d, r in TEMPLATES if d == ex.dataset})
+        raise KeyError(f"no template for {key}; roles for {ex.dataset!r}: {valid}")
+    values = {"options": options_text(ex.dataset), **fields}
+    if "label" in values and values["label"] in VERBALISERS[ex.dataset]:
+        values["label"] = VERBALISERS[ex.dataset][values["label"]]
+    parts: list[str] = []
+    spans_by_segment: dict[str, list[tuple[int, int]]] = {}
+    pos = 0
+    for piece in re.split(r"(\{\w+\})", TEMPLATES[key]):
+        name = piece[1:-1] if piece.startswith("{") and piece.endswith("}") else None
+        if name is not None and name in ex.words:
+            spans = []
+            for i, word in enumerate(ex.words[name]):
+                if i:
+                    parts.append(" ")
+                    pos += 1
+                spans.append((pos, pos + len(word)))
+                parts.append(word)
+                pos += len(word)
+            spans_by_segment[name] = spans
+            continue
+        if name is not None:
+            if name not in values:
+                raise KeyError(f"template {key} needs the field {name!r}")
+            piece = str(values[name])
+        parts.append(piece)
+        pos += len(piece)
+    missing = [s for s in ex.words if s not in spans_by_segment]
+    if missing:
+        raise KeyError(f"template {key} does not place the segment(s) {missing}")
+    flat = [span for seg in ex.words for span in spans_by_segment[seg]]
+    return "".join(parts), flat
+
+
+def render(
+    tokenizer,
+    ex: Example,
+    role: str = "classify",
+    *,
+    assistant_prefix: str = "",
+    max_length: int | None = None,
+    **fields: object,
+) -> RenderedPrompt:
+    """Render a prompt with the tokenizer's chat template and map words to tokens.
+
+    Args:
+        tokenizer: a fast Hugging Face tokenizer with a chat template.
+        ex: the example.
+        role: key into :data:`ROLES`.
+        assistant_prefix: text the assistant turn starts with (e.g. a label to attribute).
+        max_length: the model's context; longer prompts raise :class:`ContextLengthError`.
+        **fields: template fields such as ``label`` and ``k``.
+    """
+    user, word_spans = build_user_message(ex, role, **fields)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+    )
+    start = text.find(user)
+    if start < 0:
+        raise ValueError("the chat template altered the user message; cannot locate input words")
+    text += assistant_prefix
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    if max_length is not None and len(ids) > max_length:
+        raise ContextLengthError(f"{ex.id}: prompt has {len(ids)} tokens, context is {max_length}")
+    char_word = [-1] * len(text)
+    for wi, (s, e) in enumerate(word_spans):
+        for c in range(start + s, start + e):
+            char_word[c] = wi
+    word_tokens: list[list[int]] = [[] for _ in word_spans]
+    shared = []
+    for ti, (s, e) in enumerate(offsets):
+        covered = [char_word[c] for c in range(s, e) if not text[c].isspace()]
+        hits = [w for w in covered if w >= 0]
+        if not hits:
+            continue
+        word_tokens[hits[0]].append(ti)
+        if len(hits) != len(covered) or len(set(hits)) > 1:
+            shared.append(ti)
+    return RenderedPrompt(text, list(ids), word_tokens, ex.flat_words(), shared)
