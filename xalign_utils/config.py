@@ -72,8 +72,10 @@ class RunConfig:
         n_eval: evaluation examples per dataset (sampled, stratified by label).
         n_train: training examples per dataset (notebook 05).
         seed: seed for sampling, random baselines and training.
-        batch_size: examples per forward pass.
-        max_new_tokens: generation budget for answers and explanations.
+        batch_size: examples per forward pass (scoring, attribution).
+        gen_batch_size: prompts per generation batch (decoding is memory-bound on a CPU,
+            so larger batches are nearly free per step).
+        max_new_tokens: generation budget for word lists (free text gets twice this).
         topk_fixed: k for Top-Var prompts on datasets without human rationales.
         ig_steps: integrated-gradients steps.
         rationale_rule: how annotators' masks combine into one rationale
@@ -90,7 +92,8 @@ class RunConfig:
     n_train: int = 1000
     seed: int = 13
     batch_size: int = 16
-    max_new_tokens: int = 48
+    gen_batch_size: int = 64
+    max_new_tokens: int = 32
     topk_fixed: int = 3
     ig_steps: int = 32
     rationale_rule: str = "majority"

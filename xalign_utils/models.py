@@ -179,6 +179,12 @@ def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int):
     return ids, mask
 
 
+def length_batches(seqs: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Indices of ``seqs`` grouped into batches of similar length (less padding)."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def verbaliser_ids(tokenizer, verbalisers: Sequence[str]) -> list[list[int]]:
     """Token ids of each verbaliser as the assistant's first words."""
     out = [tokenizer(v, add_special_tokens=False)["input_ids"] for v in verbalisers]
@@ -216,8 +222,8 @@ def score_labels(
     device = next(model.parameters()).device
     out = np.zeros((len(prompts), n_labels), dtype=np.float64)
     with torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
+        for batch in length_batches(prompts, batch_size):
+            chunk = [prompts[i] for i in batch]
             ids, mask = _left_pad(chunk, tokenizer.pad_token_id)
             ids, mask = ids.to(device), mask.to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -257,7 +263,7 @@ def score_labels(
                 logp = torch.log_softmax(res2.logits.float(), -1)
                 tok = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * cont_mask
                 scores = scores + tok.sum(-1).double().view(b, n_labels)
-            out[start : start + len(chunk)] = scores.cpu().numpy()
+            out[batch] = scores.cpu().numpy()
     return out
 
 
@@ -270,6 +276,9 @@ def generate(
 ) -> list[dict]:
     """Greedy generation for a batch of rendered prompts.
 
+    Decoding a small model on a CPU is bound by reading the weights once per step, so
+    large batches (grouped by prompt length) cost little more per step than small ones.
+
     Returns:
         One dict per prompt: ``text`` (decoded, special tokens removed) and
         ``hit_limit`` (True when generation stopped at ``max_new_tokens``).
@@ -280,10 +289,10 @@ def generate(
     eos = {tokenizer.eos_token_id} | set(
         np.atleast_1d(model.generation_config.eos_token_id or []).tolist()
     )
-    outputs: list[dict] = []
+    outputs: list[dict] = [{}] * len(prompts)
     with torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
+        for batch in length_batches(prompts, batch_size):
+            chunk = [prompts[i] for i in batch]
             ids, mask = _left_pad(chunk, tokenizer.pad_token_id)
             gen = model.generate(
                 input_ids=ids.to(device),
@@ -292,14 +301,12 @@ def generate(
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
             )[:, ids.shape[1] :]
-            for row in gen.tolist():
+            for i, row in zip(batch, gen.tolist(), strict=True):
                 stopped = any(t in eos for t in row)
-                outputs.append(
-                    {
-                        "text": tokenizer.decode(row, skip_special_tokens=True).strip(),
-                        "hit_limit": not stopped,
-                    }
-                )
+                outputs[i] = {
+                    "text": tokenizer.decode(row, skip_special_tokens=True).strip(),
+                    "hit_limit": not stopped,
+                }
     return outputs
 
 
@@ -327,3 +334,59 @@ def label_logprobs(
     return np.stack(
         [logsumexp(raw[:, owner == j], axis=1) for j in range(len(LABELS[dataset]))], axis=1
     )
+
+
+def predict(
+    model,
+    tokenizer,
+    examples,
+    batch_size: int = 16,
+    answer_tokens: int = 8,
+    gen_batch_size: int | None = None,
+):
+    """Scored predictions and greedy answers for the classification prompt.
+
+    Every example gets a prediction (argmax of label log-probabilities) and the label
+    distribution renormalised over the label set; the greedy answer is kept with the
+    label it names (``None`` when it names none, counted by the caller).
+
+    Returns:
+        A DataFrame, one row per example.
+    """
+    import pandas as pd
+    from scipy.special import softmax
+
+    from .data import LABELS
+    from .explanations import parse_label
+    from .prompts import render
+
+    rows = []
+    by_dataset: dict[str, list] = {}
+    for ex in examples:
+        by_dataset.setdefault(ex.dataset, []).append(ex)
+    for dataset, exs in by_dataset.items():
+        labels = LABELS[dataset]
+        ids = [
+            render(tokenizer, ex, "classify", max_length=context_length(model)).input_ids
+            for ex in exs
+        ]
+        logp = label_logprobs(model, tokenizer, ids, dataset, batch_size)
+        probs = softmax(logp, axis=1)
+        answers = generate(model, tokenizer, ids, answer_tokens, gen_batch_size or batch_size)
+        for ex, lp, pr, ans, tokens in zip(exs, logp, probs, answers, ids, strict=True):
+            greedy = parse_label(ans["text"], dataset)
+            rows.append(
+                {
+                    "id": ex.id,
+                    "dataset": dataset,
+                    "label": ex.label,
+                    "pred": labels[int(np.argmax(lp))],
+                    "p_pred": float(pr.max()),
+                    "label_mass": float(np.exp(lp).sum()),
+                    **{f"logp_{lab}": float(v) for lab, v in zip(labels, lp, strict=True)},
+                    "greedy_text": ans["text"],
+                    "greedy_label": greedy,
+                    "prompt_tokens": len(tokens),
+                }
+            )
+    return pd.DataFrame(rows)

@@ -1,0 +1,158 @@
+"""Metrics with their uncertainty: task performance, plausibility, bootstrap CIs.
+
+Per-example metrics return ``nan`` when undefined (no annotated word, empty human
+rationale); the aggregation helpers count those rows instead of dropping them silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+def token_f1(predicted: Sequence[int], rationale: Sequence[int | None]) -> float:
+    """Token-level F1 between predicted word positions and a human rationale.
+
+    Unannotated words (``None``) are excluded from both sides. Undefined (``nan``) when
+    no word is annotated or the human rationale is empty.
+    """
+    annotated = {i for i, v in enumerate(rationale) if v is not None}
+    gold = {i for i, v in enumerate(rationale) if v == 1}
+    if not annotated or not gold:
+        return float("nan")
+    pred = set(predicted) & annotated
+    tp = len(pred & gold)
+    if tp == 0:
+        return 0.0
+    precision, recall = tp / len(pred), tp / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def random_topk(rationale: Sequence[int | None], k: int, rng: np.random.Generator) -> list[int]:
+    """``k`` random annotated positions: the random Top-Var baseline."""
+    annotated = [i for i, v in enumerate(rationale) if v is not None]
+    k = min(k, len(annotated))
+    return sorted(rng.choice(annotated, size=k, replace=False).tolist()) if k else []
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    n_boot: int = 1000,
+    seed: int = 0,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    level: float = 0.95,
+) -> dict:
+    """Percentile bootstrap CI over examples; ``nan`` values are counted, not used.
+
+    Returns:
+        ``{"value", "ci_low", "ci_high", "n", "n_undefined"}``.
+    """
+    arr = np.asarray(values, dtype=float)
+    defined = arr[~np.isnan(arr)]
+    out = {
+        "value": np.nan,
+        "ci_low": np.nan,
+        "ci_high": np.nan,
+        "n": int(defined.size),
+        "n_undefined": int(arr.size - defined.size),
+    }
+    if defined.size == 0:
+        return out
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, defined.size, size=(n_boot, defined.size))
+    stats = np.array([statistic(defined[i]) for i in idx])
+    alpha = (1 - level) / 2
+    out.update(
+        value=float(statistic(defined)),
+        ci_low=float(np.quantile(stats, alpha)),
+        ci_high=float(np.quantile(stats, 1 - alpha)),
+    )
+    return out
+
+
+def bootstrap_paired(
+    y_true: Sequence,
+    y_pred: Sequence,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Bootstrap CI of a metric computed on (true, predicted) pairs, resampling examples."""
+    t, p = np.asarray(y_true), np.asarray(y_pred)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(t), len(t))
+        stats.append(metric(t[i], p[i]))
+    alpha = (1 - level) / 2
+    return {
+        "value": float(metric(t, p)),
+        "ci_low": float(np.quantile(stats, alpha)),
+        "ci_high": float(np.quantile(stats, 1 - alpha)),
+        "n": len(t),
+        "n_undefined": 0,
+    }
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+
+
+def macro_f1_fn(labels: Sequence[str]) -> Callable[[np.ndarray, np.ndarray], float]:
+    """Macro-F1 over a fixed label set; a class with no gold and no predicted example
+    scores 0, as scikit-learn's ``f1_score(..., zero_division=0)`` does."""
+
+    def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        t, p = np.asarray(y_true), np.asarray(y_pred)
+        scores = []
+        for lab in labels:
+            tp = np.sum((t == lab) & (p == lab))
+            denom = np.sum(t == lab) + np.sum(p == lab)
+            scores.append(2 * tp / denom if denom else 0.0)
+        return float(np.mean(scores))
+
+    return macro_f1
+
+
+def task_performance(
+    predictions: pd.DataFrame, labels_by_dataset: dict[str, Sequence[str]], seed: int = 0
+) -> pd.DataFrame:
+    """Accuracy and macro-F1 with CIs, and the zero-rate baseline, per dataset.
+
+    Args:
+        predictions: columns ``dataset``, ``label`` (gold) and ``pred``.
+    """
+    rows = []
+    for dataset, df in predictions.groupby("dataset", sort=False):
+        labels = labels_by_dataset[dataset]
+        majority = df["label"].value_counts().idxmax()
+        for name, fn in (("accuracy", accuracy), ("macro_f1", macro_f1_fn(labels))):
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "metric": name,
+                    "system": "model",
+                    **bootstrap_paired(df["label"], df["pred"], fn, seed=seed),
+                }
+            )
+            zero = np.array([majority] * len(df))
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "metric": name,
+                    "system": "zero-rate",
+                    **bootstrap_paired(df["label"], zero, fn, seed=seed),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def format_ci(row: pd.Series, scale: float = 100.0, digits: int = 1) -> str:
+    """``value [low, high]`` for tables (×100 by default)."""
+    if np.isnan(row["value"]):
+        return "n/a"
+    f = f"{{:.{digits}f}}"
+    return f"{f.format(row['value'] * scale)} [{f.format(row['ci_low'] * scale)}, {f.format(row['ci_high'] * scale)}]"
