@@ -48,7 +48,15 @@ def stem(token: str) -> str:
     """A light suffix stripper, enough to match ``dogs``/``dog`` and ``playing``/``play``."""
     for suffix in _SUFFIXES:
         if token.endswith(suffix) and len(token) - len(suffix) >= 3:
-            return token[: -len(suffix)]
+            base = token[: -len(suffix)]
+            if (
+                suffix in {"ing", "ed", "er", "est"}
+                and len(base) >= 4
+                and base[-1] == base[-2]
+                and base[-1] not in "aeiouls"
+            ):
+                base = base[:-1]  # squatting -> squat, planned -> plan
+            return base
     return token
 
 
@@ -89,7 +97,7 @@ class ParsedList:
         items: the listed words, normalised, duplicates removed, in order.
         positions: flat input-word positions they name (sorted).
         out_of_input: listed words that match no input word.
-        status: ``ok``, ``empty``, ``refusal``, ``sentence`` (a sentence, not a list: its
+        status: ``ok``, ``empty``, ``refusal``, ``sentence`` (prose, not a list: its
             content words were used) or ``no_match`` (nothing named is in the input).
         repeats: how many listed words were repeats.
     """
@@ -122,10 +130,16 @@ def parse_word_list(text: str, words: Sequence[str]) -> ParsedList:
     raw_items = [p for p in (r.strip() for r in raw_items) if normalise(p)]
     status = "ok"
     tokens: list[str] = []
-    if len(raw_items) == 1 and len(raw_items[0].split()) >= 5:
+    if any(len(item.split()) >= 5 for item in raw_items):
+        # prose (a sentence, or step-by-step reasoning) instead of a list: keep content words
         status = "sentence"
         stops = stop_words()
-        tokens = [t for t in raw_items[0].split() if normalise(t) and normalise(t) not in stops]
+        tokens = [
+            t
+            for item in raw_items
+            for t in item.split()
+            if normalise(t) and normalise(t) not in stops
+        ]
     else:
         for item in raw_items:
             tokens += item.split()  # a multi-word item names each of its words

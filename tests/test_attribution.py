@@ -1,0 +1,142 @@
+"""Attribution methods with the real offline model: correctness checks, not timings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from xalign_utils import attribution as A
+from xalign_utils import data
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return data.make_synthetic(3, seed=7, length=8)
+
+
+def test_unknown_method_lists_the_valid_ones(model_and_tokenizer, examples):
+    model, tok = model_and_tokenizer
+    with pytest.raises(KeyError, match="integrated_gradients"):
+        A.attribute(model, tok, examples, "shapley_magic")
+
+
+def test_only_input_word_tokens_are_attributed(model_and_tokenizer, examples):
+    model, tok = model_and_tokenizer
+    batch = A.prepare(model, tok, examples)
+    for b, ex in enumerate(examples):
+        pos = batch.in_pos[b][batch.in_valid[b]]
+        text = tok.decode(batch.ids[b][pos]).split()
+        assert text == ex.flat_words()
+        assert not set(batch.ids[b][pos].tolist()) & set(tok.all_special_ids)
+
+
+def test_every_method_runs_and_is_finite(model_and_tokenizer, examples):
+    model, tok = model_and_tokenizer
+    options = {"ig_steps": 4, "n_samples": 8, "noise_samples": 2, "bisection_steps": 2}
+    for method in A.available_methods():
+        df = A.attribute(model, tok, examples[:2], method, batch_size=2, **options)
+        assert len(df) == 2 and (df["nonfinite"] == 0).all(), method
+        for words, signed, mag in zip(df["words"], df["signed"], df["magnitude"], strict=True):
+            assert len(words) == len(signed) == len(mag) == 8
+            assert np.isfinite(signed).all() and (np.asarray(mag) >= 0).all()
+
+
+def test_integrated_gradients_completeness(model_and_tokenizer, examples):
+    model, tok = model_and_tokenizer
+    batch = A.prepare(model, tok, examples)
+    full, inp = A.input_embeddings(model, batch)
+    forward = A.make_forward(model)
+    with torch.no_grad():
+        args = A._args(batch, full)
+        gap = (forward(inp, *args) - forward(torch.zeros_like(inp), *args)).numpy()
+    df = A.attribute(model, tok, examples, "integrated_gradients", ig_steps=64, batch_size=3)
+    total = np.array([s.sum() for s in df["signed"]])
+    np.testing.assert_allclose(total, gap, rtol=0.05, atol=0.05)
+    assert np.allclose(df["ig_delta"], total - gap, atol=1e-3)
+
+
+def test_rollout_rows_sum_to_one_and_respect_causality(model_and_tokenizer, examples):
+    model, tok = model_and_tokenizer
+    batch = A.prepare(model, tok, examples)
+    joint = A.rollout_matrices(A._attentions(model, batch), batch.mask)
+    valid = batch.mask.bool()
+    for b in range(batch.size):
+        m = joint[b][valid[b]][:, valid[b]]
+        np.testing.assert_allclose(m.sum(-1).numpy(), 1.0, atol=1e-6)
+        assert torch.allclose(torch.triu(m, diagonal=1), torch.zeros_like(m))
+
+
+def test_attention_flow_on_a_hand_made_graph():
+    # two positions, one layer: position 1 attends 0.5 to 0 and 0.5 to itself
+    att = torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]])  # [heads=1, T, T] per layer, batch dim dropped
+    flows = A.attention_flow([att[0]], torch.ones(2), [0, 1])
+    # residual mixing: row 1 becomes [0.25, 0.75]
+    np.testing.assert_allclose(flows, [0.25, 0.75], atol=1e-5)
+
+
+def test_occlusion_equals_the_measured_drop(model_and_tokenizer, examples):
+    model, tok = model_and_tokenizer
+    df = A.attribute(model, tok, examples[:1], "occlusion")
+    batch = A.prepare(model, tok, examples[:1])
+    full, inp = A.input_embeddings(model, batch)
+    forward = A.make_forward(model)
+    args = A._args(batch, full)
+    with torch.no_grad():
+        clean = forward(inp, *args)
+        for w in range(3):
+            masked = inp.clone()
+            masked[0, batch.tok_word[0] == w] = 0.0
+            drop = (clean - forward(masked, *args)).item()
+            assert df["signed"][0][w] == pytest.approx(drop, abs=1e-4)
+
+
+def test_batching_does_not_change_scores(model_and_tokenizer, examples):
+    model, tok = model_and_tokenizer
+    mixed = examples[:2] + data.make_synthetic(1, seed=9, length=14)
+    together = A.attribute(model, tok, mixed, "input_x_gradient", batch_size=3)
+    alone = pd.concat([A.attribute(model, tok, [ex], "input_x_gradient") for ex in mixed])
+    for a, b in zip(together["signed"], alone["signed"], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_gold_and_contrast_targets(model_and_tokenizer, examples):
+    model, tok = model_and_tokenizer
+    gold = A.attribute(model, tok, examples, "saliency", target="gold")
+    assert list(gold["target_label"]) == [ex.label for ex in examples]
+    contrast = A.attribute(model, tok, examples, "input_x_gradient", target="contrast")
+    pred = A.attribute(model, tok, examples, "input_x_gradient", target="pred")
+    assert not np.allclose(
+        np.concatenate(list(contrast["signed"])), np.concatenate(list(pred["signed"]))
+    )
+
+
+def test_stochastic_methods_are_seeded(model_and_tokenizer, examples):
+    model, tok = model_and_tokenizer
+    a = A.attribute(model, tok, examples[:1], "kernel_shap", n_samples=12, seed=3)
+    b = A.attribute(model, tok, examples[:1], "kernel_shap", n_samples=12, seed=3)
+    np.testing.assert_allclose(a["signed"][0], b["signed"][0])
+    r1 = A.attribute(model, tok, examples[:1], "random", seed=1)["signed"][0]
+    r2 = A.attribute(model, tok, examples[:1], "random", seed=2)["signed"][0]
+    assert not np.allclose(r1, r2)
+
+
+def test_noiser_sigma_is_bounded(model_and_tokenizer, examples):
+    model, tok = model_and_tokenizer
+    df = A.attribute(model, tok, examples[:1], "noiser", noise_samples=3, bisection_steps=3)
+    assert 0.0 <= df["noiser_sigma"][0] <= 1.0
+
+
+def test_nonfinite_scores_are_detected(model_and_tokenizer, examples, monkeypatch):
+    model, tok = model_and_tokenizer
+
+    def broken(model, batch, **_):
+        return [(np.full(8, np.nan), np.full(8, np.inf)) for _ in range(batch.size)], {}
+
+    monkeypatch.setitem(A.METHODS, "broken", broken)
+    df = A.attribute(model, tok, examples, "broken")
+    assert (df["nonfinite"] == 8).all()
+    assert all(np.all(s == 0) for s in df["signed"])
