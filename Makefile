@@ -57,7 +57,7 @@ lab: $(STAMP) ## open JupyterLab on the notebooks
 
 .PHONY: bench
 bench: $(STAMP) ## attribution throughput benchmark (results in bench/)
-	$(PY) bench/bench_attribution.py
+	N_PROMPTS=$${N_PROMPTS:-32} $(PY) bench/bench_attribution.py
 
 .PHONY: lint
 lint: $(STAMP) ## format and lint with ruff

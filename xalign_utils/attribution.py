@@ -84,32 +84,33 @@ def _first_token(tokenizer, text: str) -> int:
     return tokenizer(text, add_special_tokens=False)["input_ids"][0]
 
 
-def target_tokens(
-    model, tokenizer, rendered: Sequence[RenderedPrompt], dataset: str, labels: Sequence[str]
-) -> list[int]:
-    """First token of each label's most probable verbaliser form (``normal``/``Normal``)."""
+def score_forms(
+    model, tokenizer, rendered: Sequence[RenderedPrompt], dataset: str
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """One batched scoring pass over every verbaliser form of every label.
+
+    Returns:
+        ``([n, n_forms] log-probabilities, [(label index, form), ...])``.
+    """
     from .models import score_labels
 
+    forms = [
+        (j, f) for j, lab in enumerate(LABELS[dataset]) for f in verbaliser_forms(dataset, lab)
+    ]
+    raw = score_labels(model, tokenizer, [r.input_ids for r in rendered], [f for _, f in forms])
+    return raw, forms
+
+
+def target_tokens(
+    tokenizer, raw: np.ndarray, forms: list[tuple[int, str]], dataset: str, labels: Sequence[str]
+) -> list[int]:
+    """First token of each label's most probable verbaliser form (``normal``/``Normal``)."""
     out = []
-    cache: dict[str, list[str]] = {}
-    for rp, lab in zip(rendered, labels, strict=True):
-        forms = cache.setdefault(lab, list(verbaliser_forms(dataset, lab)))
-        if len(forms) == 1:
-            out.append(_first_token(tokenizer, forms[0]))
-            continue
-        scores = score_labels(model, tokenizer, [rp.input_ids], forms)[0]
-        out.append(_first_token(tokenizer, forms[int(np.argmax(scores))]))
+    for row, lab in zip(raw, labels, strict=True):
+        j = LABELS[dataset].index(lab)
+        candidates = [(row[i], f) for i, (owner, f) in enumerate(forms) if owner == j]
+        out.append(_first_token(tokenizer, max(candidates)[1]))
     return out
-
-
-def predicted_labels(
-    model, tokenizer, rendered: Sequence[RenderedPrompt], dataset: str, batch_size: int = 16
-) -> list[str]:
-    """The scored prediction for each rendered classification prompt."""
-    from .models import label_logprobs
-
-    logp = label_logprobs(model, tokenizer, [r.input_ids for r in rendered], dataset, batch_size)
-    return [LABELS[dataset][i] for i in logp.argmax(1)]
 
 
 def prepare(
@@ -127,7 +128,9 @@ def prepare(
             predicted label against ``contrast_label``, or against the runner-up label).
         labels: explicit target labels (overrides ``target``).
     """
-    from .models import _left_pad, context_length, label_logprobs
+    from scipy.special import logsumexp
+
+    from .models import _left_pad, context_length
 
     datasets = {ex.dataset for ex in examples}
     if len(datasets) != 1:
@@ -136,18 +139,23 @@ def prepare(
     rendered = [
         render(tokenizer, ex, "classify", max_length=context_length(model)) for ex in examples
     ]
-    contrast_labels = None
+    raw, forms = score_forms(model, tokenizer, rendered, dataset)
+    owner = np.array([j for j, _ in forms])
+    logp = np.stack([logsumexp(raw[:, owner == j], axis=1) for j in range(len(LABELS[dataset]))], 1)
+    order = np.argsort(-logp, axis=1)
     if labels is None:
         if target == "gold":
             labels = [ex.label for ex in examples]
         elif target in {"pred", "contrast"}:
-            logp = label_logprobs(model, tokenizer, [r.input_ids for r in rendered], dataset)
-            order = np.argsort(-logp, axis=1)
             labels = [LABELS[dataset][o[0]] for o in order]
-            if target == "contrast":
-                contrast_labels = [contrast_label or LABELS[dataset][o[1]] for o in order]
         else:
             raise ValueError(f"target must be 'pred', 'gold' or 'contrast', not {target!r}")
+    contrast_labels = None
+    if target == "contrast":  # the given label, else the best-scored label other than the target
+        contrast_labels = [
+            contrast_label or next(LABELS[dataset][i] for i in o if LABELS[dataset][i] != lab)
+            for o, lab in zip(order, labels, strict=True)
+        ]
     ids, mask = _left_pad([r.input_ids for r in rendered], tokenizer.pad_token_id)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     width = ids.shape[1]
@@ -162,9 +170,9 @@ def prepare(
             for p in span:
                 in_pos[b, j], in_valid[b, j], tok_word[b, j] = p + offset, True, w
                 j += 1
-    tgt = torch.tensor(target_tokens(model, tokenizer, rendered, dataset, labels))
+    tgt = torch.tensor(target_tokens(tokenizer, raw, forms, dataset, labels))
     con = (
-        torch.tensor(target_tokens(model, tokenizer, rendered, dataset, contrast_labels))
+        torch.tensor(target_tokens(tokenizer, raw, forms, dataset, contrast_labels))
         if contrast_labels
         else None
     )

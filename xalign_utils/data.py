@@ -637,42 +637,36 @@ def _json_list(path: Path, required: Sequence[str]) -> list[dict]:
     return records
 
 
+def _next_token_examples(
+    dataset: str, split: str, path: Path, id_key: str, label_key: str, meta_keys: Sequence[str]
+) -> list[Example]:
+    """Prompt-plus-gold-continuation records (Knowns, LongRA) as examples."""
+    return [
+        Example(
+            id=f"{dataset}-{rec[id_key]}",
+            dataset=dataset,
+            split=split,
+            label=rec[label_key],
+            segments={"text": rec["prompt"]},
+            words={"text": rec["prompt"].split()},
+            meta={k: rec.get(k) for k in meta_keys},
+        )
+        for rec in _json_list(path, [id_key, "prompt", label_key])
+    ]
+
+
 def load_knowns(split: str = "test", raw_dir: Path | None = None) -> list[Example]:
     """Knowns (Meng et al. 2022): a factual prompt and its one-word gold continuation."""
     path = _dataset_dir("knowns", raw_dir) / "known_1000.json"
-    out = []
-    for rec in _json_list(path, ["known_id", "prompt", "attribute", "subject"]):
-        out.append(
-            Example(
-                id=f"knowns-{rec['known_id']}",
-                dataset="knowns",
-                split=split,
-                label=rec["attribute"],
-                segments={"text": rec["prompt"]},
-                words={"text": rec["prompt"].split()},
-                meta={"subject": rec["subject"], "relation_id": rec.get("relation_id")},
-            )
-        )
-    return out
+    return _next_token_examples(
+        "knowns", split, path, "known_id", "attribute", ["subject", "relation_id"]
+    )
 
 
 def load_longra(split: str = "test", raw_dir: Path | None = None) -> list[Example]:
     """LongRA (Vafa et al. 2021, as used by Noiser): long-range agreement prompts."""
     path = _dataset_dir("knowns", raw_dir) / "LongRA.json"
-    out = []
-    for rec in _json_list(path, ["id", "prompt", "target", "relative"]):
-        out.append(
-            Example(
-                id=f"longra-{rec['id']}",
-                dataset="longra",
-                split=split,
-                label=rec["target"],
-                segments={"text": rec["prompt"]},
-                words={"text": rec["prompt"].split()},
-                meta={"relative": rec["relative"], "type": rec.get("type")},
-            )
-        )
-    return out
+    return _next_token_examples("longra", split, path, "id", "target", ["relative", "type"])
 
 
 # --------------------------------------------------------------------------- synthetic
