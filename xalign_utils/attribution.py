@@ -293,17 +293,6 @@ def _input_x_gradient(model, batch: Batch, **_) -> tuple[list, dict]:
     return _to_words(batch, prod.sum(-1), prod.norm(dim=-1)), {}
 
 
-def gradient_pair(model, batch: Batch) -> dict[str, list]:
-    """Saliency and input×gradient from one shared forward/backward pass."""
-    grad, inp = _gradients(model, batch)
-    prod = grad * inp
-    norm = grad.norm(dim=-1)
-    return {
-        "saliency": _to_words(batch, norm, norm),
-        "input_x_gradient": _to_words(batch, prod.sum(-1), prod.norm(dim=-1)),
-    }
-
-
 def _integrated_gradients(
     model, batch: Batch, ig_steps: int = 32, internal_batch_size: int = MAX_ROWS, **_
 ) -> tuple[list, dict]:
