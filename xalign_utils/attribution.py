@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from .data import LABELS, Example
-from .prompts import RenderedPrompt, render, verbaliser_forms
+from .prompts import RenderedPrompt, render
 
 
 @dataclass
@@ -84,23 +84,6 @@ def _first_token(tokenizer, text: str) -> int:
     return tokenizer(text, add_special_tokens=False)["input_ids"][0]
 
 
-def score_forms(
-    model, tokenizer, rendered: Sequence[RenderedPrompt], dataset: str
-) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """One batched scoring pass over every verbaliser form of every label.
-
-    Returns:
-        ``([n, n_forms] log-probabilities, [(label index, form), ...])``.
-    """
-    from .models import score_labels
-
-    forms = [
-        (j, f) for j, lab in enumerate(LABELS[dataset]) for f in verbaliser_forms(dataset, lab)
-    ]
-    raw = score_labels(model, tokenizer, [r.input_ids for r in rendered], [f for _, f in forms])
-    return raw, forms
-
-
 def target_tokens(
     tokenizer, raw: np.ndarray, forms: list[tuple[int, str]], dataset: str, labels: Sequence[str]
 ) -> list[int]:
@@ -128,9 +111,7 @@ def prepare(
             predicted label against ``contrast_label``, or against the runner-up label).
         labels: explicit target labels (overrides ``target``).
     """
-    from scipy.special import logsumexp
-
-    from .models import _left_pad, context_length
+    from .models import _left_pad, context_length, forms_to_labels, label_form_scores
 
     datasets = {ex.dataset for ex in examples}
     if len(datasets) != 1:
@@ -139,9 +120,8 @@ def prepare(
     rendered = [
         render(tokenizer, ex, "classify", max_length=context_length(model)) for ex in examples
     ]
-    raw, forms = score_forms(model, tokenizer, rendered, dataset)
-    owner = np.array([j for j, _ in forms])
-    logp = np.stack([logsumexp(raw[:, owner == j], axis=1) for j in range(len(LABELS[dataset]))], 1)
+    raw, forms = label_form_scores(model, tokenizer, [r.input_ids for r in rendered], dataset)
+    logp = forms_to_labels(raw, forms, len(LABELS[dataset]))
     order = np.argsort(-logp, axis=1)
     if labels is None:
         if target == "gold":

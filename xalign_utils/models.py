@@ -310,6 +310,32 @@ def generate(
     return outputs
 
 
+def label_form_scores(
+    model, tokenizer, prompts: Sequence[Sequence[int]], dataset: str, batch_size: int = 16
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Log-probability of every verbaliser form of every label, in one batched pass.
+
+    Returns:
+        ``([n_prompts, n_forms] log-probabilities, [(label index, form), ...])``.
+    """
+    from .data import LABELS
+    from .prompts import verbaliser_forms
+
+    forms = [
+        (j, f) for j, lab in enumerate(LABELS[dataset]) for f in verbaliser_forms(dataset, lab)
+    ]
+    raw = score_labels(model, tokenizer, prompts, [f for _, f in forms], batch_size=batch_size)
+    return raw, forms
+
+
+def forms_to_labels(raw: np.ndarray, forms: list[tuple[int, str]], n_labels: int) -> np.ndarray:
+    """Sum the probabilities of each label's forms: ``[n, n_forms]`` → ``[n, n_labels]``."""
+    from scipy.special import logsumexp
+
+    owner = np.array([j for j, _ in forms])
+    return np.stack([logsumexp(raw[:, owner == j], axis=1) for j in range(n_labels)], axis=1)
+
+
 def label_logprobs(
     model, tokenizer, prompts: Sequence[Sequence[int]], dataset: str, batch_size: int = 16
 ) -> np.ndarray:
@@ -321,19 +347,10 @@ def label_logprobs(
     Returns:
         ``[n_prompts, n_labels]`` log-probabilities (not renormalised over labels).
     """
-    from scipy.special import logsumexp
-
     from .data import LABELS
-    from .prompts import verbaliser_forms
 
-    forms = [
-        (j, f) for j, lab in enumerate(LABELS[dataset]) for f in verbaliser_forms(dataset, lab)
-    ]
-    raw = score_labels(model, tokenizer, prompts, [f for _, f in forms], batch_size=batch_size)
-    owner = np.array([j for j, _ in forms])
-    return np.stack(
-        [logsumexp(raw[:, owner == j], axis=1) for j in range(len(LABELS[dataset]))], axis=1
-    )
+    raw, forms = label_form_scores(model, tokenizer, prompts, dataset, batch_size)
+    return forms_to_labels(raw, forms, len(LABELS[dataset]))
 
 
 def predict(
