@@ -228,3 +228,38 @@ def test_examples_roundtrip_and_bad_record(tmp_path, raw_dir):
     path.write_text(path.read_text() + json.dumps({"id": "x"}) + "\n")
     with pytest.raises(RawDataError, match="line 6"):
         data.load_examples(path)
+
+
+def test_hub_records_convert_to_the_same_schema():
+    sst = data.from_hub_record(
+        "sst2", {"sentence": "a fine film ", "label": 1, "idx": 0}, "validation", 0
+    )
+    assert sst.label == "positive" and sst.words == {"text": ["a", "fine", "film"]}
+    nli = data.from_hub_record(
+        "esnli",
+        {
+            "premise": "A dog runs .",
+            "hypothesis": "An animal moves .",
+            "label": 0,
+            "explanation_1": "dogs are animals",
+            "explanation_2": "",
+            "explanation_3": "",
+        },
+        "test",
+        3,
+    )
+    assert nli.label == "entailment" and nli.explanations == ["dogs are animals"]
+    hx = data.from_hub_record(
+        "hatexplain",
+        {
+            "id": "x",
+            "annotators": {"label": [0, 0, 1]},
+            "rationales": [[1, 0], [1, 1]],
+            "post_tokens": ["you", "people"],
+        },
+        "test",
+        0,
+    )
+    assert hx.label == "hatespeech" and hx.flat_rationale() == [1, 1]
+    with pytest.raises(RawDataError, match=r"hub:esnli/test, line 5, field 'label'"):
+        data.from_hub_record("esnli", {"premise": "a", "hypothesis": "b", "label": -1}, "test", 5)
