@@ -11,7 +11,7 @@ PROFILE ?= default
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 RUN_DIR := runs/$(PROFILE)
 # Notebook parameters that may be set from the command line or the environment.
-OVERRIDABLE := MODEL N_EVAL N_TRAIN SEED DATASETS BATCH_SIZE GEN_BATCH_SIZE MAX_NEW_TOKENS TOPK_FIXED
+OVERRIDABLE := MODEL N_EVAL N_TRAIN SEED DATASETS BATCH_SIZE GEN_BATCH_SIZE MAX_NEW_TOKENS TOPK_FIXED RATIONALE_LABELS
 PARAMS := -p PROFILE $(PROFILE) $(foreach v,$(OVERRIDABLE),$(if $($(v)),-p $(v) '$($(v))'))
 
 .DEFAULT_GOAL := help
