@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -111,7 +112,7 @@ def prepare(
             predicted label against ``contrast_label``, or against the runner-up label).
         labels: explicit target labels (overrides ``target``).
     """
-    from .models import _left_pad, context_length, forms_to_labels, label_form_scores
+    from .models import context_length, forms_to_labels, label_form_scores, left_pad
 
     datasets = {ex.dataset for ex in examples}
     if len(datasets) != 1:
@@ -136,7 +137,7 @@ def prepare(
             contrast_label or next(LABELS[dataset][i] for i in o if LABELS[dataset][i] != lab)
             for o, lab in zip(order, labels, strict=True)
         ]
-    ids, mask = _left_pad([r.input_ids for r in rendered], tokenizer.pad_token_id)
+    ids, mask = left_pad([r.input_ids for r in rendered], tokenizer.pad_token_id)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     width = ids.shape[1]
     n_in = max(max((len(r.input_positions) for r in rendered), default=1), 1)
@@ -247,7 +248,7 @@ def _word_feature_mask(batch: Batch, dim: int) -> torch.Tensor:
 def _random(model, batch: Batch, seed: int = 0, **_) -> tuple[list, dict]:
     out = []
     for ex, rp in zip(batch.examples, batch.rendered, strict=True):
-        rng = np.random.default_rng([seed, abs(hash(ex.id)) % (2**32)])
+        rng = np.random.default_rng([seed, zlib.crc32(ex.id.encode())])  # stable across processes
         s = rng.random(len(rp.word_tokens))
         out.append((s, s.copy()))
     return out, {}

@@ -167,7 +167,8 @@ def context_length(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 2048))
 
 
-def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int):
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int):
+    """``(ids, mask)`` ``[n, longest]``: sequences padded on the left with ``pad_id``."""
     import torch
 
     width = max(len(s) for s in seqs)
@@ -224,7 +225,7 @@ def score_labels(
     with torch.inference_mode():
         for batch in length_batches(prompts, batch_size):
             chunk = [prompts[i] for i in batch]
-            ids, mask = _left_pad(chunk, tokenizer.pad_token_id)
+            ids, mask = left_pad(chunk, tokenizer.pad_token_id)
             ids, mask = ids.to(device), mask.to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             res = model(
@@ -293,7 +294,7 @@ def generate(
     with torch.inference_mode():
         for batch in length_batches(prompts, batch_size):
             chunk = [prompts[i] for i in batch]
-            ids, mask = _left_pad(chunk, tokenizer.pad_token_id)
+            ids, mask = left_pad(chunk, tokenizer.pad_token_id)
             gen = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),
