@@ -49,7 +49,7 @@ def test_integrated_gradients_completeness(model_and_tokenizer, examples):
     model, tok = model_and_tokenizer
     batch = A.prepare(model, tok, examples)
     full, inp = A.input_embeddings(model, batch)
-    forward = A.make_forward(model)
+    forward = A.make_forward(model, batch)
     with torch.no_grad():
         args = A._args(batch, full)
         gap = (forward(inp, *args) - forward(torch.zeros_like(inp), *args)).numpy()
@@ -83,7 +83,7 @@ def test_occlusion_equals_the_measured_drop(model_and_tokenizer, examples):
     df = A.attribute(model, tok, examples[:1], "occlusion")
     batch = A.prepare(model, tok, examples[:1])
     full, inp = A.input_embeddings(model, batch)
-    forward = A.make_forward(model)
+    forward = A.make_forward(model, batch)
     args = A._args(batch, full)
     with torch.no_grad():
         clean = forward(inp, *args)
@@ -140,3 +140,82 @@ def test_nonfinite_scores_are_detected(model_and_tokenizer, examples, monkeypatc
     df = A.attribute(model, tok, examples, "broken")
     assert (df["nonfinite"] == 8).all()
     assert all(np.all(s == 0) for s in df["signed"])
+
+
+def test_shared_pass_gives_the_same_scores_as_separate_calls(model_and_tokenizer, examples):
+    model, tok = model_and_tokenizer
+    methods = ["saliency", "input_x_gradient", "attention", "attention_rollout"]
+    together = A.attribute(model, tok, examples, methods)
+    assert list(together["method"]) == methods * len(examples)
+    for m in methods:
+        alone = A.attribute(model, tok, examples, m)
+        part = together[together["method"] == m]
+        for a, b in zip(part["signed"], alone["signed"], strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_prompts_beyond_the_context_are_reported_not_dropped(model_and_tokenizer, examples):
+    model, tok = model_and_tokenizer
+    fits = len(A.prepare(model, tok, examples[:1]).ids[0])
+    long = data.make_synthetic(1, seed=5, length=40)[0]
+    limit = model.config.max_position_embeddings
+    model.config.max_position_embeddings = fits  # the 40-word prompt no longer fits
+    try:
+        df = A.attribute(model, tok, [examples[0], long], ["saliency", "random"])
+    finally:
+        model.config.max_position_embeddings = limit
+    assert len(df) == 4
+    over = df[df["id"] == long.id]
+    assert set(over["status"]) == {"context_overflow"} and over["signed"].isna().all()
+    assert set(df[df["id"] == examples[0].id]["status"]) == {"ok"}
+
+
+@pytest.fixture(scope="module")
+def planted(tokenizer):
+    """A tiny model trained so that the planted trigger word alone decides the answer."""
+    from xalign_utils.planted import build_planted_model
+
+    return build_planted_model(tokenizer)
+
+
+FAITHFUL = [
+    "saliency",
+    "input_x_gradient",
+    "integrated_gradients",
+    "gradient_shap",
+    "occlusion",
+    "lime",
+    "kernel_shap",
+    "noiser",
+    "attention_rollout",
+    "attention_flow",
+]
+
+
+def test_faithful_methods_find_the_planted_word(planted, tokenizer):
+    examples = data.make_synthetic(16, seed=0, length=8)
+    trigger = np.array([ex.meta["trigger_position"] for ex in examples])
+    options = {"ig_steps": 8, "n_samples": 32, "noise_samples": 4, "bisection_steps": 6}
+    df = A.attribute(planted, tokenizer, examples, FAITHFUL + ["random"], **options)
+    assert list(df[df["method"] == "random"]["target_label"]) == [ex.label for ex in examples]
+    hits = {
+        m: np.mean([np.argmax(s) for s in df[df["method"] == m]["magnitude"]] == trigger)
+        for m in FAITHFUL + ["random"]
+    }
+    assert hits["random"] <= 0.4, hits  # chance is 1/8
+    for m in FAITHFUL:
+        assert hits[m] >= 0.9 and hits[m] >= hits["random"] + 0.5, (m, hits)
+
+
+def test_prefix_cache_and_padding_leave_the_target_unchanged(model_and_tokenizer, examples):
+    model, tok = model_and_tokenizer
+    mixed = examples[:2] + data.make_synthetic(1, seed=9, length=14)
+    batch = A.prepare(model, tok, mixed)
+    assert batch.prefix_len > 10  # the system prompt and instruction are shared
+    full, inp = A.input_embeddings(model, batch)
+    with torch.no_grad():
+        cached = A.make_forward(model, batch)(inp, *A._args(batch, full))
+        for b, rp in enumerate(batch.rendered):
+            out = model(input_ids=torch.tensor([rp.input_ids])).logits[0, -1]
+            plain = torch.log_softmax(out.float(), -1)[batch.target[b]]
+            assert cached[b].item() == pytest.approx(plain.item(), abs=1e-4)

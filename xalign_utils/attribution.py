@@ -35,7 +35,14 @@ from .prompts import RenderedPrompt, render
 
 @dataclass
 class Batch:
-    """Left-padded prompts and where their input-word tokens sit.
+    """Padded prompts and where their input-word tokens sit.
+
+    Layout: the tokens every prompt of the batch shares before its first input word
+    (system prompt, instruction: ``prefix_len`` of them) come first, then padding, then
+    each prompt's remaining tokens. The prefix never changes under any attribution
+    method, so its keys and values (``prefix_kv``, batch size 1) are computed once and
+    the forward passes of the gradient and perturbation methods run only over the rest.
+    Position ids skip the padding, so scores equal those of the unpadded prompt.
 
     Shapes: ``ids``/``mask``/``positions`` ``[B, T]``; ``in_pos``/``in_valid``/``tok_word``
     ``[B, P]`` (P = most input tokens in the batch); ``target``/``contrast`` ``[B]``.
@@ -52,6 +59,8 @@ class Batch:
     target: torch.Tensor
     contrast: torch.Tensor | None
     target_labels: list[str]
+    prefix_len: int = 0
+    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def size(self) -> int:
@@ -72,6 +81,8 @@ class Batch:
             self.target[sl],
             None if self.contrast is None else self.contrast[sl],
             self.target_labels[sl],
+            self.prefix_len,
+            self.prefix_kv,
         )
 
 
@@ -137,7 +148,18 @@ def prepare(
             contrast_label or next(LABELS[dataset][i] for i in o if LABELS[dataset][i] != lab)
             for o, lab in zip(order, labels, strict=True)
         ]
-    ids, mask = left_pad([r.input_ids for r in rendered], tokenizer.pad_token_id)
+    seqs = [r.input_ids for r in rendered]
+    first_input = min(
+        (min(min(span) for span in r.word_tokens if span) for r in rendered if r.input_positions),
+        default=0,
+    )
+    plen = 0
+    while plen < first_input and all(s[plen] == seqs[0][plen] for s in seqs):
+        plen += 1
+    rest_ids, rest_mask = left_pad([s[plen:] for s in seqs], tokenizer.pad_token_id)
+    prefix = torch.tensor(seqs[0][:plen], dtype=torch.long).expand(len(seqs), -1)
+    ids = torch.cat([prefix, rest_ids], 1)
+    mask = torch.cat([torch.ones_like(prefix), rest_mask], 1)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     width = ids.shape[1]
     n_in = max(max((len(r.input_positions) for r in rendered), default=1), 1)
@@ -145,7 +167,7 @@ def prepare(
     in_valid = torch.zeros((len(rendered), n_in), dtype=torch.bool)
     tok_word = torch.full((len(rendered), n_in), -1, dtype=torch.long)
     for b, rp in enumerate(rendered):
-        offset = width - len(rp.input_ids)
+        offset = width - len(rp.input_ids)  # the padding sits between prefix and rest
         j = 0
         for w, span in enumerate(rp.word_tokens):
             for p in span:
@@ -158,6 +180,11 @@ def prepare(
         else None
     )
     device = next(model.parameters()).device
+    prefix_kv = None
+    if plen:
+        with torch.no_grad():  # not inference_mode: these tensors enter autograd graphs
+            cache = model(input_ids=prefix[:1].to(device), use_cache=True).past_key_values
+        prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
     return Batch(
         list(examples),
         rendered,
@@ -170,6 +197,8 @@ def prepare(
         tgt.to(device),
         None if con is None else con.to(device),
         list(labels),
+        plen,
+        prefix_kv,
     )
 
 
@@ -180,22 +209,55 @@ def input_embeddings(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     return full, full.gather(1, idx) * batch.in_valid.unsqueeze(-1)
 
 
-def make_forward(model) -> Callable[..., torch.Tensor]:
+def last_logits(
+    model, emb: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, batch: Batch
+) -> torch.Tensor:
+    """Next-token logits ``[n, V]`` at the last position for full-layout embeddings.
+
+    ``emb``/``mask``/``positions`` cover the whole layout (``n`` rows of the batch's
+    width, e.g. IG steps × examples); the shared prefix is served from
+    ``batch.prefix_kv`` and only the tokens after it go through the model.
+    """
+    plen = batch.prefix_len
+    if not plen:
+        out = model(
+            inputs_embeds=emb, attention_mask=mask, position_ids=positions, logits_to_keep=1
+        )
+        return out.logits[:, -1]
+    from transformers import DynamicCache
+
+    n = emb.shape[0]
+    cache = DynamicCache(
+        ddp_cache_data=[
+            (k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in batch.prefix_kv
+        ],
+        config=model.config,
+    )
+    out = model(
+        inputs_embeds=emb[:, plen:],
+        attention_mask=mask,
+        position_ids=positions[:, plen:],
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1]
+
+
+def make_forward(model, batch: Batch) -> Callable[..., torch.Tensor]:
     """The scalar target as a function of the input-token embeddings (Captum's forward).
 
     Extra arguments (Captum repeats them per IG step / perturbation): full embeddings,
-    mask, positions, input positions, validity, target and contrast token ids.
+    mask, positions, input positions, validity, target and contrast token ids. ``batch``
+    supplies the shared prefix cache (see :class:`Batch`).
     """
 
     def forward(inp, full, mask, positions, in_pos, in_valid, target, contrast=None):
         idx = in_pos.unsqueeze(-1).expand(-1, -1, full.shape[-1])
         current = full.gather(1, idx)
         src = torch.where(in_valid.unsqueeze(-1), inp.to(full.dtype), current)
-        emb = full.scatter(1, idx, src)
-        out = model(
-            inputs_embeds=emb, attention_mask=mask, position_ids=positions, logits_to_keep=1
-        )
-        logp = torch.log_softmax(out.logits[:, -1].float(), -1)
+        logits = last_logits(model, full.scatter(1, idx, src), mask, positions, batch)
+        logp = torch.log_softmax(logits.float(), -1)
         value = logp.gather(1, target.unsqueeze(1)).squeeze(1)
         if contrast is not None:
             value = value - logp.gather(1, contrast.unsqueeze(1)).squeeze(1)
@@ -254,22 +316,32 @@ def _random(model, batch: Batch, seed: int = 0, **_) -> tuple[list, dict]:
     return out, {}
 
 
-def _gradients(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+def _gradients(model, batch: Batch, shared: dict | None = None) -> tuple[torch.Tensor, ...]:
+    """Gradient of the target w.r.t. the input-token embeddings, and the embeddings.
+
+    One forward/backward serves saliency and input×gradient: the result is kept in
+    ``shared`` (one dict per batch, filled by :func:`attribute`).
+    """
+    if shared is not None and "gradients" in shared:
+        return shared["gradients"]
     full, inp = input_embeddings(model, batch)
     inp = inp.detach().requires_grad_(True)
-    value = make_forward(model)(inp, full.detach(), *_args(batch, full.detach())[1:])
+    value = make_forward(model, batch)(inp, full.detach(), *_args(batch, full.detach())[1:])
     (grad,) = torch.autograd.grad(value.sum(), inp)
-    return grad, inp.detach()
+    result = (grad, inp.detach())
+    if shared is not None:
+        shared["gradients"] = result
+    return result
 
 
-def _saliency(model, batch: Batch, **_) -> tuple[list, dict]:
-    grad, _ = _gradients(model, batch)
+def _saliency(model, batch: Batch, shared: dict | None = None, **_) -> tuple[list, dict]:
+    grad, _ = _gradients(model, batch, shared)
     norm = grad.norm(dim=-1)
     return _to_words(batch, norm, norm), {}
 
 
-def _input_x_gradient(model, batch: Batch, **_) -> tuple[list, dict]:
-    grad, inp = _gradients(model, batch)
+def _input_x_gradient(model, batch: Batch, shared: dict | None = None, **_) -> tuple[list, dict]:
+    grad, inp = _gradients(model, batch, shared)
     prod = grad * inp
     return _to_words(batch, prod.sum(-1), prod.norm(dim=-1)), {}
 
@@ -281,7 +353,7 @@ def _integrated_gradients(
 
     full, inp = input_embeddings(model, batch)
     full, inp = full.detach(), inp.detach()
-    ig = IntegratedGradients(make_forward(model))
+    ig = IntegratedGradients(make_forward(model, batch))
     attr, delta = ig.attribute(
         inp,
         baselines=torch.zeros_like(inp),
@@ -307,7 +379,7 @@ def _gradient_shap(
         sub = batch.slice(start, start + step)
         full, inp = input_embeddings(model, sub)
         full, inp = full.detach(), inp.detach()
-        attr = GradientShap(make_forward(model)).attribute(
+        attr = GradientShap(make_forward(model, sub)).attribute(
             inp,
             baselines=torch.zeros_like(inp[:1]),
             n_samples=n_samples,
@@ -332,7 +404,7 @@ def _perturbation(cls_name: str):
         torch.manual_seed(seed)
         full, inp = input_embeddings(model, batch)
         full, inp = full.detach(), inp.detach()
-        forward = make_forward(model)
+        forward = make_forward(model, batch)
         fm = _word_feature_mask(batch, inp.shape[-1])
         kwargs = {
             "feature_mask": fm,
@@ -376,7 +448,11 @@ def _perturbation(cls_name: str):
     return method
 
 
-def _attentions(model, batch: Batch) -> tuple[torch.Tensor, ...]:
+def _attentions(model, batch: Batch, shared: dict | None = None) -> tuple[torch.Tensor, ...]:
+    """Attention weights of every layer (one forward, kept in ``shared`` for the other
+    attention methods of the same batch)."""
+    if shared is not None and "attentions" in shared:
+        return shared["attentions"]
     if getattr(model.config, "_attn_implementation", "eager") != "eager":
         raise ValueError(
             "attention methods need the model loaded with for_gradients=True (eager attention)"
@@ -389,6 +465,8 @@ def _attentions(model, batch: Batch) -> tuple[torch.Tensor, ...]:
             output_attentions=True,
             logits_to_keep=1,
         )
+    if shared is not None:
+        shared["attentions"] = out.attentions
     return out.attentions
 
 
@@ -398,8 +476,8 @@ def _gather_rows(batch: Batch, rows: torch.Tensor) -> list:
     return _to_words(batch, tok, tok)
 
 
-def _attention(model, batch: Batch, **_) -> tuple[list, dict]:
-    att = _attentions(model, batch)[-1].float().mean(1)  # [B, T, T]
+def _attention(model, batch: Batch, shared: dict | None = None, **_) -> tuple[list, dict]:
+    att = _attentions(model, batch, shared)[-1].float().mean(1)  # [B, T, T]
     return _gather_rows(batch, att[:, -1]), {}
 
 
@@ -417,8 +495,8 @@ def rollout_matrices(attentions: Sequence[torch.Tensor], mask: torch.Tensor) -> 
     return joint
 
 
-def _rollout(model, batch: Batch, **_) -> tuple[list, dict]:
-    joint = rollout_matrices(_attentions(model, batch), batch.mask)
+def _rollout(model, batch: Batch, shared: dict | None = None, **_) -> tuple[list, dict]:
+    joint = rollout_matrices(_attentions(model, batch, shared), batch.mask)
     return _gather_rows(batch, joint[:, -1].float()), {}
 
 
@@ -469,8 +547,8 @@ def attention_flow(
     )
 
 
-def _flow(model, batch: Batch, **_) -> tuple[list, dict]:
-    atts = _attentions(model, batch)
+def _flow(model, batch: Batch, shared: dict | None = None, **_) -> tuple[list, dict]:
+    atts = _attentions(model, batch, shared)
     out = []
     for b in range(batch.size):
         valid = batch.in_valid[b]
@@ -516,16 +594,13 @@ def _noisy_runs(
             emb = full.expand(k, -1, -1)
             idx = one.in_pos.expand(k, -1).unsqueeze(-1).expand(-1, -1, d)
             src = torch.where(one.in_valid.expand(k, -1).unsqueeze(-1), e, emb.gather(1, idx))
-            logits = (
-                model(
-                    inputs_embeds=emb.scatter(1, idx, src),
-                    attention_mask=one.mask.expand(k, -1),
-                    position_ids=one.positions.expand(k, -1),
-                    logits_to_keep=1,
-                )
-                .logits[:, -1]
-                .float()
-            )
+            logits = last_logits(
+                model,
+                emb.scatter(1, idx, src),
+                one.mask.expand(k, -1),
+                one.positions.expand(k, -1),
+                one,
+            ).float()
             outs.append(
                 torch.softmax(logits, -1)[:, target] if want_prob else logits.argmax(-1) == target
             )
@@ -580,13 +655,8 @@ def _noiser(
             sigma = (
                 float(torch.where(keeps_at_one, torch.ones_like(lo), lo).min()) if n_tok else 0.0
             )
-            clean = model(
-                input_ids=one.ids,
-                attention_mask=one.mask,
-                position_ids=one.positions,
-                logits_to_keep=1,
-            )
-            p_clean = torch.softmax(clean.logits[:, -1].float(), -1)[0, one.target[0]]
+            clean = last_logits(model, full, one.mask, one.positions, one)
+            p_clean = torch.softmax(clean.float(), -1)[0, one.target[0]]
             drop = (p_clean - run(torch.full((n_tok,), sigma, device=inp.device), True)).mean(1)
         tok = torch.zeros(batch.in_pos.shape[1], dtype=torch.float64, device=inp.device)
         tok[:n_tok] = drop.double()
@@ -618,67 +688,113 @@ def available_methods() -> list[str]:
     return list(METHODS)
 
 
+def _row(ex: Example, rp: RenderedPrompt | None, method: str, **fields) -> dict:
+    return {
+        "id": ex.id,
+        "dataset": ex.dataset,
+        "method": method,
+        "words": ex.flat_words() if rp is None else rp.words,
+        "words_without_tokens": 0 if rp is None else sum(1 for t in rp.word_tokens if not t),
+        "truncated_words": int(ex.meta.get("truncated_words", 0)),
+        **fields,
+    }
+
+
 def attribute(
     model,
     tokenizer,
     examples: Sequence[Example],
-    method: str,
+    method: str | Sequence[str],
     *,
     target: str = "pred",
     labels: Sequence[str] | None = None,
     batch_size: int = 8,
+    progress: bool = False,
     **options,
 ) -> pd.DataFrame:
     """Word-level attributions for a list of examples (any mix of datasets).
 
+    Several methods can be asked for at once: each batch is then rendered and its
+    target scored once, saliency and input×gradient share one forward/backward, and the
+    attention methods share one forward.
+
     Args:
-        method: a name from :func:`available_methods`.
+        method: a name from :func:`available_methods`, or a list of them.
         target: ``pred``, ``gold`` or ``contrast`` (see :func:`prepare`).
         labels: explicit target labels, one per example.
+        progress: show a tqdm bar over batches.
         **options: method options (``ig_steps``, ``n_samples``, ``noise_samples``,
             ``bisection_steps``, ``norm``, ``seed``...).
 
     Returns:
-        One row per example: ``id``, ``dataset``, ``method``, ``target_label``,
-        ``words``, ``signed``, ``magnitude``, ``nonfinite`` (NaN/inf detected and
-        zeroed), ``words_without_tokens``, ``seconds`` (batch time / batch size), and
+        One row per example × method: ``id``, ``dataset``, ``method``, ``status``
+        (``ok``, or ``context_overflow`` when the prompt exceeds the model's context:
+        reported, with empty scores), ``target_label``, ``words``, ``signed``,
+        ``magnitude``, ``nonfinite`` (NaN/inf scores detected and set to 0),
+        ``words_without_tokens`` (words with no token of their own: score 0),
+        ``truncated_words`` (cut by :func:`xalign_utils.data.truncate` before
+        prompting), ``seconds`` (the method's wall time for the batch ÷ batch size; a
+        pass shared with an earlier method of the same call is paid by that method), and
         method extras (``ig_delta``, ``noiser_sigma``).
 
     Raises:
         KeyError: unknown method; the message lists the valid ones.
     """
-    if method not in METHODS:
-        raise KeyError(f"unknown attribution method {method!r}; available: {available_methods()}")
-    fn = METHODS[method]
+    from tqdm.auto import tqdm
+
+    from .models import context_length
+    from .prompts import ContextLengthError
+
+    methods = [method] if isinstance(method, str) else list(method)
+    for m in methods:
+        if m not in METHODS:
+            raise KeyError(f"unknown attribution method {m!r}; available: {available_methods()}")
+    limit = context_length(model)
     rows = []
+    chunks = []
     by_dataset: dict[str, list[int]] = {}
     for i, ex in enumerate(examples):
+        try:
+            render(tokenizer, ex, "classify", max_length=limit)
+        except ContextLengthError:
+            rows += [
+                _row(ex, None, m, status="context_overflow", _order=(i, k))
+                for k, m in enumerate(methods)
+            ]
+            continue
         by_dataset.setdefault(ex.dataset, []).append(i)
-    for _dataset, idx in by_dataset.items():
-        for s in range(0, len(idx), batch_size):
-            chunk = [examples[i] for i in idx[s : s + batch_size]]
-            chunk_labels = None if labels is None else [labels[i] for i in idx[s : s + batch_size]]
-            batch = prepare(model, tokenizer, chunk, target=target, labels=chunk_labels)
+    for idx in by_dataset.values():
+        chunks += [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
+    for chunk in tqdm(chunks, disable=not progress, desc="attribution", leave=False):
+        batch = prepare(
+            model,
+            tokenizer,
+            [examples[i] for i in chunk],
+            target=target,
+            labels=None if labels is None else [labels[i] for i in chunk],
+        )
+        shared: dict = {}
+        for k, m in enumerate(methods):
             start = time.perf_counter()
-            scores, extra = fn(model, batch, **options)
+            scores, extra = METHODS[m](model, batch, shared=shared, **options)
             seconds = (time.perf_counter() - start) / batch.size
             for b, (ex, rp, (signed, mag)) in enumerate(
                 zip(batch.examples, batch.rendered, scores, strict=True)
             ):
                 bad = ~np.isfinite(signed) | ~np.isfinite(mag)
-                row = {
-                    "id": ex.id,
-                    "dataset": ex.dataset,
-                    "method": method,
-                    "target_label": batch.target_labels[b],
-                    "words": rp.words,
-                    "signed": np.where(bad, 0.0, signed),
-                    "magnitude": np.where(bad, 0.0, mag),
-                    "nonfinite": int(bad.sum()),
-                    "words_without_tokens": sum(1 for t in rp.word_tokens if not t),
-                    "seconds": seconds,
-                }
-                for key, values in extra.items():
-                    row[key] = float(values[b])
+                row = _row(
+                    ex,
+                    rp,
+                    m,
+                    status="ok",
+                    target_label=batch.target_labels[b],
+                    signed=np.where(bad, 0.0, signed),
+                    magnitude=np.where(bad, 0.0, mag),
+                    nonfinite=int(bad.sum()),
+                    seconds=seconds,
+                    _order=(chunk[b], k),
+                )
+                row.update({key: float(values[b]) for key, values in extra.items()})
                 rows.append(row)
+    rows.sort(key=lambda r: r.pop("_order"))  # examples in input order, then methods
     return pd.DataFrame(rows)

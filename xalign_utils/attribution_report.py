@@ -1,0 +1,96 @@
+"""Summaries of an attribution table: health, runtime, and agreement between methods.
+
+Input everywhere is the tidy table of :func:`xalign_utils.attribution.attribute` (one row
+per example × method, word-score arrays in ``signed``/``magnitude``).
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from .metrics import bootstrap_ci
+
+
+def health(df: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset × method: rows, failures and what was detected along the way.
+
+    Columns: ``n`` (rows), ``ok``, ``context_overflow``, ``nonfinite_rows`` (rows with a
+    NaN/inf score, zeroed), ``words_without_tokens`` and ``truncated_words`` (totals),
+    ``seconds_per_example`` (mean), ``ig_delta_abs`` (IG's mean completeness error
+    |Σ attributions − (f(x) − f(baseline))|) and ``noiser_sigma`` (mean noise scale).
+    """
+    g = df.assign(
+        ok=df["status"].eq("ok"),
+        overflow=df["status"].eq("context_overflow"),
+        nonfinite_row=df.get("nonfinite", pd.Series(0, index=df.index)).fillna(0).gt(0),
+    ).groupby(["dataset", "method"], sort=False)
+    out = pd.DataFrame(
+        {
+            "n": g.size(),
+            "ok": g["ok"].sum(),
+            "context_overflow": g["overflow"].sum(),
+            "nonfinite_rows": g["nonfinite_row"].sum(),
+            "words_without_tokens": g["words_without_tokens"].sum(),
+            "truncated_words": g["truncated_words"].sum(),
+            "seconds_per_example": g["seconds"].mean(),
+        }
+    )
+    if "ig_delta" in df:
+        out["ig_delta_abs"] = g["ig_delta"].apply(lambda s: s.abs().mean())
+    if "noiser_sigma" in df:
+        out["noiser_sigma"] = g["noiser_sigma"].mean()
+    return out.reset_index()
+
+
+def _rank_corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman ρ of two word-score vectors; NaN when either is constant (undefined)."""
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def pairwise_agreement(df: pd.DataFrame, score: str = "magnitude") -> pd.DataFrame:
+    """Spearman rank correlation between every pair of methods, per example.
+
+    Returns one row per example × method pair (both orders not repeated) with ``rho``
+    (NaN when a score vector is constant, e.g. a method that gives every word 0).
+    """
+    ok = df[df["status"].eq("ok")]
+    wide = ok.pivot_table(index=["dataset", "id"], columns="method", values=score, aggfunc="first")
+    rows = []
+    methods = list(dict.fromkeys(ok["method"]))
+    for (dataset, ex_id), rec in wide.iterrows():
+        for a, b in combinations(methods, 2):
+            sa, sb = rec.get(a), rec.get(b)
+            if not isinstance(sa, np.ndarray) or not isinstance(sb, np.ndarray):
+                continue  # a method not run on this example (subset sizes differ)
+            rows.append(
+                {"dataset": dataset, "id": ex_id, "a": a, "b": b, "rho": _rank_corr(sa, sb)}
+            )
+    return pd.DataFrame(rows, columns=["dataset", "id", "a", "b", "rho"])
+
+
+def agreement_matrix(pairs: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Mean ρ per method pair with a bootstrap 95% CI, its n and undefined count.
+
+    Returns a long table (``a``, ``b``, ``value``, ``ci_low``, ``ci_high``, ``n``,
+    ``n_undefined``);
+    :func:`to_square` turns it into the symmetric matrix a heat map needs.
+    """
+    rows = []
+    for (a, b), grp in pairs.groupby(["a", "b"], sort=False):
+        rows.append({"a": a, "b": b, **bootstrap_ci(grp["rho"].to_numpy(), seed=seed)})
+    return pd.DataFrame(rows)
+
+
+def to_square(long: pd.DataFrame, value: str = "value") -> pd.DataFrame:
+    """Symmetric method × method matrix from :func:`agreement_matrix` (diagonal 1)."""
+    methods = list(dict.fromkeys(list(long["a"]) + list(long["b"])))
+    mat = pd.DataFrame(np.eye(len(methods)), index=methods, columns=methods)
+    for rec in long.itertuples():
+        mat.loc[rec.a, rec.b] = mat.loc[rec.b, rec.a] = getattr(rec, value)
+    return mat

@@ -1,0 +1,174 @@
+"""Attribution runs sharded across processes with ``accelerate`` (one per GPU, or CPU cores).
+
+:func:`run_attribution` works in-process (one process) and under ``accelerate launch``:
+each process takes a contiguous shard of the examples
+(``PartialState.split_between_processes``), writes its rows to ``<out>.shard-<rank>``,
+and after a barrier the main process gathers the shards in the original example order
+into ``<out>``. Shards go through files rather than collectives so that the arrays of
+variable length need no padding, and a crashed process leaves the others' work on disk.
+
+Command line (what notebook 03 launches when ``NUM_PROCESSES > 1``)::
+
+    accelerate launch --multi_gpu --num_processes 2 -m xalign_utils.runner --device cpu \\
+        --examples data/processed/default/esnli_eval.jsonl --methods saliency,attention \\
+        --out runs/default/03_attribution/attributions.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from .data import Example, load_examples
+
+
+def _shard_path(out: Path, rank: int) -> Path:
+    return out.with_name(f"{out.name}.shard-{rank}")
+
+
+def run_attribution(
+    examples: Sequence[Example],
+    methods: Sequence[str],
+    out: Path,
+    *,
+    model_name: str | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+    **options,
+) -> pd.DataFrame:
+    """Attribute ``examples`` with ``methods`` in this process's shard; gather into ``out``.
+
+    Args:
+        examples: all examples (every process passes the same list).
+        methods: names from :func:`xalign_utils.attribution.available_methods`.
+        out: parquet file the gathered table is written to (atomically, by the main
+            process).
+        model_name: model to load (``None``: the offline default).
+        device: torch device; by default ``accelerate`` picks this process's GPU, or
+            the CPU.
+        **options: passed to :func:`xalign_utils.attribution.attribute`.
+
+    Returns:
+        The gathered table (every process returns it after the barrier), rows in the
+        order of ``examples`` (then of ``methods``), with an ``example_index`` column.
+    """
+    from accelerate import PartialState
+
+    from .attribution import attribute
+    from .models import load_model
+
+    state = PartialState(cpu=device == "cpu")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    indexed = list(enumerate(examples))
+    with state.split_between_processes(indexed) as shard:
+        model, tokenizer = load_model(
+            model_name, for_gradients=True, device=device or str(state.device)
+        )
+        rows = attribute(
+            model,
+            tokenizer,
+            [ex for _, ex in shard],
+            list(methods),
+            batch_size=batch_size,
+            progress=progress and state.is_main_process,
+            **options,
+        )
+        position = {ex.id: i for i, ex in shard}
+        rows.insert(0, "example_index", rows["id"].map(position).astype("int64"))
+        rows["process"] = state.process_index
+        tmp = _shard_path(out, state.process_index)
+        rows.to_parquet(tmp.with_suffix(".tmp"), index=False)
+        os.replace(tmp.with_suffix(".tmp"), tmp)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        shards = [_shard_path(out, r) for r in range(state.num_processes)]
+        table = pd.concat([pd.read_parquet(p) for p in shards], ignore_index=True)
+        rank = {m: i for i, m in enumerate(methods)}
+        table = table.sort_values(
+            ["example_index", "method"], key=lambda c: c.map(rank) if c.name == "method" else c
+        ).reset_index(drop=True)
+        table.to_parquet(out.with_suffix(".tmp"), index=False)
+        os.replace(out.with_suffix(".tmp"), out)
+        for p in shards:
+            p.unlink()
+    state.wait_for_everyone()
+    return pd.read_parquet(out)
+
+
+def launch(
+    examples_file: Path,
+    methods: Sequence[str],
+    out: Path,
+    *,
+    num_processes: int,
+    cpu: bool = True,
+    options: dict | None = None,
+    model_name: str | None = None,
+    batch_size: int = 8,
+) -> pd.DataFrame:
+    """Run :func:`run_attribution` under ``accelerate launch`` with ``num_processes``.
+
+    Raises:
+        RuntimeError: a process failed; the message carries its stderr tail.
+    """
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        str(num_processes),
+    ]
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if num_processes > 1:  # torchrun; on CPU accelerate's state then uses the gloo backend
+        cmd.append("--multi_gpu")
+    elif cpu:
+        cmd.append("--cpu")
+    cmd += ["-m", "xalign_utils.runner", "--examples", str(examples_file), "--out", str(out)]
+    cmd += ["--methods", ",".join(methods), "--batch-size", str(batch_size)]
+    cmd += ["--options", json.dumps(options or {})]
+    if model_name:
+        cmd += ["--model", model_name]
+    if cpu:
+        cmd += ["--device", "cpu"]
+    env = dict(os.environ)
+    if cpu:  # share the cores instead of oversubscribing them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // num_processes))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"accelerate launch failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return pd.read_parquet(out)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point for ``accelerate launch -m xalign_utils.runner``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--examples", type=Path, required=True, help="JSONL from notebook 01")
+    parser.add_argument("--methods", required=True, help="comma-separated method names")
+    parser.add_argument("--out", type=Path, required=True, help="gathered parquet file")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--options", default="{}", help="JSON of method options")
+    args = parser.parse_args(argv)
+    run_attribution(
+        load_examples(args.examples),
+        args.methods.split(","),
+        args.out,
+        model_name=args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        **json.loads(args.options),
+    )
+
+
+if __name__ == "__main__":
+    main()
