@@ -11,7 +11,8 @@ PROFILE ?= default
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 RUN_DIR := runs/$(PROFILE)
 # Notebook parameters that may be set from the command line or the environment.
-OVERRIDABLE := MODEL N_EVAL N_TRAIN SEED DATASETS BATCH_SIZE GEN_BATCH_SIZE MAX_NEW_TOKENS TOPK_FIXED RATIONALE_LABELS
+OVERRIDABLE := MODEL N_EVAL N_TRAIN SEED DATASETS BATCH_SIZE GEN_BATCH_SIZE MAX_NEW_TOKENS TOPK_FIXED RATIONALE_LABELS \
+  IG_STEPS N_ATTR N_ATTR_COSTLY N_ATTR_NOISER N_SAMPLES NOISE_SAMPLES BISECTION_STEPS METHODS TARGET NUM_PROCESSES
 PARAMS := -p PROFILE $(PROFILE) $(foreach v,$(OVERRIDABLE),$(if $($(v)),-p $(v) '$($(v))'))
 
 .DEFAULT_GOAL := help
@@ -55,8 +56,15 @@ lab: $(STAMP) ## open JupyterLab on the notebooks
 	$(PY) -m pip install -q -e '.[lab]'
 	$(VENV)/bin/jupyter lab notebooks/
 
+# Inseq as a package overlay on the project's venv: --no-deps skips its CUDA wheels.
+INSEQ_OVERLAY := bench/.inseq
+$(INSEQ_OVERLAY)/inseq: $(STAMP)
+	$(PY) -m pip install -q --no-deps --target $(INSEQ_OVERLAY) inseq==0.7.1 jaxtyping==0.3.11 \
+	  typeguard==2.13.3 treescope==0.1.10 rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2 \
+	  wadler-lindig==0.1.8
+
 .PHONY: bench
-bench: $(STAMP) ## attribution throughput benchmark (results in bench/)
+bench: $(INSEQ_OVERLAY)/inseq ## attribution throughput vs Inseq and Captum (results in bench/)
 	N_PROMPTS=$${N_PROMPTS:-32} $(PY) bench/bench_attribution.py
 
 .PHONY: lint

@@ -1,12 +1,20 @@
-"""Attribution throughput: xalign's batched suite against Captum's ``LLMGradientAttribution``.
+"""Attribution throughput: xalign's batched suite against Inseq and Captum's LLM wrappers.
 
 Same model (the offline default, eager attention, fp32), the same e-SNLI chat prompts and
-the same target (the first token of the predicted label's verbaliser). Prints
-examples/second per method and the ratio, plus the achieved fraction of the machine's
-measured fp32 matmul peak for the gradient methods; writes ``bench/results.json``.
+the same target (the first token of the predicted label's verbaliser), in one run. Prints
+examples/second per method and tool, the ratios, and the achieved fraction of the
+machine's measured fp32 matmul peak for the gradient methods; writes
+``bench/results.json``. Noiser is compared with a token-by-token, batch-size-1 loop (how
+the Noiser authors' code runs) on the same prompts and settings.
 
-Run with ``make bench`` (``N_PROMPTS=8 make bench`` for a quicker look). Inseq is not
-compared yet: it needs its own environment (see the closing notes of the issue).
+Inseq runs in a subprocess whose ``PYTHONPATH`` starts with ``bench/.inseq``, a package
+overlay that ``make bench`` fills with ``pip install --no-deps inseq`` and its light
+dependencies (its declared CUDA wheels are not needed on a CPU).
+
+Run with ``make bench``. ``N_PROMPTS`` (default 32) sets the prompts; the reference
+tools' slowest runs (IG and occlusion in Inseq and Captum) use the first ``N_SLOW``
+(default 8) of them, and the Noiser comparison the first ``N_NOISER`` (default 2);
+examples/second stay comparable and each row records its n.
 """
 
 from __future__ import annotations
@@ -14,14 +22,24 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from xalign_utils import attribution, data, models
+from xalign_utils.prompts import render
+
+TOKENIZER = None
 
 N_PROMPTS = int(os.environ.get("N_PROMPTS", "32"))
+N_SLOW = min(int(os.environ.get("N_SLOW", "8")), N_PROMPTS)
+N_NOISER = min(int(os.environ.get("N_NOISER", "2")), N_PROMPTS)
+NOISER = {"noise_samples": 4, "bisection_steps": 6}
+INSEQ_OVERLAY = Path(__file__).with_name(".inseq")
 IG_STEPS = 16
 BATCH = 8
 
@@ -46,6 +64,7 @@ def forward_flops(model, n_tokens: int) -> float:
 
 
 def time_xalign(model, tok, examples, method: str, **opts) -> float:
+    attribution.attribute(model, tok, examples[:1], method, **opts)  # warm-up, untimed
     start = time.perf_counter()
     attribution.attribute(model, tok, examples, method, batch_size=BATCH, **opts)
     return time.perf_counter() - start
@@ -62,8 +81,6 @@ def time_captum(model, tok, examples, method: str, labels: list[str]) -> float |
         TextTokenInput,
     )
 
-    from xalign_utils.prompts import render
-
     emb = model.get_input_embeddings()
     if method == "saliency":
         wrapper = LLMGradientAttribution(
@@ -77,6 +94,8 @@ def time_captum(model, tok, examples, method: str, labels: list[str]) -> float |
         wrapper = LLMAttribution(FeatureAblation(model), tok)
     else:
         return None
+    warm = TextTokenInput(render(tok, examples[0], "classify").text, tok)
+    wrapper.attribute(warm, target=labels[0], **({"n_steps": 2} if "integrated" in method else {}))
     start = time.perf_counter()
     for ex, label in zip(examples, labels, strict=True):
         text = render(tok, ex, "classify").text
@@ -86,45 +105,192 @@ def time_captum(model, tok, examples, method: str, labels: list[str]) -> float |
     return time.perf_counter() - start
 
 
+def time_inseq(examples, labels: list[str], methods: dict[str, int]) -> dict[str, float]:
+    """Seconds per method for Inseq, in a subprocess with the Inseq overlay on its path.
+
+    ``methods`` maps an Inseq method name to the number of prompts it runs on.
+    """
+    if not (INSEQ_OVERLAY / "inseq").is_dir():
+        raise FileNotFoundError(f"{INSEQ_OVERLAY} has no inseq: run `make bench` (it installs it)")
+    payload = {
+        "texts": [render(TOKENIZER, ex, "classify").text for ex in examples],
+        "labels": labels,
+        "methods": methods,
+        "ig_steps": IG_STEPS,
+    }
+    env = dict(
+        os.environ, PYTHONPATH=f"{INSEQ_OVERLAY}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", INSEQ_SCRIPT],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"Inseq run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+INSEQ_SCRIPT = """
+import json, sys, time, warnings
+warnings.filterwarnings("ignore")
+import inseq
+from xalign_utils import models
+job = json.load(sys.stdin)
+model, tok = models.load_model(None, for_gradients=True, device="cpu")
+out = {}
+for method, n in job["methods"].items():
+    wrapped = inseq.load_model(model, method, tokenizer=tok)
+    kw = {"n_steps": job["ig_steps"]} if method == "integrated_gradients" else {}
+    first = tok.decode([tok(job["labels"][0], add_special_tokens=False)["input_ids"][0]])
+    wrapped.attribute(input_texts=job["texts"][0], generated_texts=job["texts"][0] + first,
+                      show_progress=False, skip_special_tokens=False)  # warm-up, untimed
+    start = time.perf_counter()
+    for text, label in list(zip(job["texts"], job["labels"]))[:n]:
+        first = tok.decode([tok(label, add_special_tokens=False)["input_ids"][0]])
+        wrapped.attribute(input_texts=text, generated_texts=text + first,
+                          show_progress=False, skip_special_tokens=False, **kw)
+    out[method] = time.perf_counter() - start
+print(json.dumps(out))
+"""
+
+
+def _noisy_prob(model, emb: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
+    """Next-token distribution with ``noise`` added to token ``t`` (batch size 1)."""
+    e = emb.clone()
+    e[0, t] += noise
+    return torch.softmax(model(inputs_embeds=e).logits[0, -1].float(), -1)
+
+
+def _keeps(model, emb, t: int, scaled: torch.Tensor, target: int) -> bool:
+    """Does every noise sample (one forward each) keep ``target`` at rank 0?"""
+    return all(_noisy_prob(model, emb, t, noise).argmax() == target for noise in scaled)
+
+
+def noiser_token_loop(model, batch, noise_samples: int, bisection_steps: int, seed: int = 0):
+    """Reference Noiser: every token, bisection step and noise sample is its own forward
+    of the whole prompt at batch size 1 (how the authors' code runs); same maths as
+    :func:`xalign_utils.attribution._noiser` with the L2 bound."""
+    gen = torch.Generator().manual_seed(seed)
+    emb_layer = model.get_input_embeddings()
+    scores = []
+    with torch.inference_mode():
+        for b in range(batch.size):
+            keep = batch.mask[b].bool()
+            emb = emb_layer(batch.ids[b][keep].unsqueeze(0))
+            offset = int((~keep[: batch.in_pos[b][0]]).sum())  # padding before the inputs
+            positions = (batch.in_pos[b][batch.in_valid[b]] - offset).tolist()
+            target = int(batch.target[b])
+            d = emb.shape[-1]
+            unit = {
+                t: torch.randn((noise_samples, d), generator=gen) * emb[0, t].norm() / d**0.5
+                for t in positions
+            }
+            sigmas = []
+            for t in positions:
+                if _keeps(model, emb, t, unit[t], target):
+                    sigmas.append(1.0)
+                    continue
+                lo, hi = 0.0, 1.0
+                for _ in range(bisection_steps):
+                    mid = (lo + hi) / 2
+                    lo, hi = (
+                        (mid, hi) if _keeps(model, emb, t, mid * unit[t], target) else (lo, mid)
+                    )
+                sigmas.append(lo)
+            sigma = min(sigmas)
+            clean = _noisy_prob(model, emb, 0, torch.zeros(d))[target]
+            scores.append(
+                [
+                    float(
+                        np.mean(
+                            [clean - _noisy_prob(model, emb, t, sigma * n)[target] for n in unit[t]]
+                        )
+                    )
+                    for t in positions
+                ]
+            )
+    return scores
+
+
 def main() -> None:
+    global TOKENIZER
     torch.manual_seed(0)
     model, tok = models.load_model(None, for_gradients=True, device="cpu")
+    TOKENIZER = tok
     pool = data.load_esnli_highlights("test")
     examples = data.stratified_sample(pool, N_PROMPTS, seed=0)
     batch = attribution.prepare(model, tok, examples)
-    labels = [lab for lab in batch.target_labels]
+    labels = list(batch.target_labels)
     tokens = int(batch.mask.sum())
     peak = matmul_peak_gflops()
     print(
         f"{N_PROMPTS} e-SNLI chat prompts, {tokens / N_PROMPTS:.0f} tokens each on average; "
-        f"fp32 matmul peak {peak:.0f} GFLOP/s; torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"fp32 matmul peak {peak:.0f} GFLOP/s; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
     )
-    runs = {
-        "saliency": ({}, 3),
-        "input_x_gradient": ({}, 3),
-        "integrated_gradients": ({"ig_steps": IG_STEPS}, 3 * IG_STEPS),
-        "attention": ({}, 1),
-        "occlusion": ({}, None),
+    runs = {  # method: (options, passes over the prompt for the FLOP count, n for references)
+        "saliency": ({}, 3, N_PROMPTS),
+        "input_x_gradient": ({}, 3, N_PROMPTS),
+        "integrated_gradients": ({"ig_steps": IG_STEPS}, 3 * IG_STEPS, N_SLOW),
+        "attention": ({}, None, N_PROMPTS),
+        "occlusion": ({}, None, N_SLOW),
     }
+    inseq_seconds = time_inseq(examples, labels, {m: n for m, (_, _, n) in runs.items()})
     results = []
-    print(f"{'method':22s} {'xalign ex/s':>12s} {'captum ex/s':>12s} {'ratio':>7s} {'% peak':>7s}")
-    for method, (opts, passes) in runs.items():
+    header = f"{'method':22s} {'xalign ex/s':>12s} {'inseq ex/s':>11s} {'captum ex/s':>12s}"
+    print(header + f" {'vs inseq':>9s} {'vs captum':>10s} {'% peak':>7s}")
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    for method, (opts, passes, n_ref) in runs.items():
         ours = time_xalign(model, tok, examples, method, **opts)
-        theirs = time_captum(model, tok, examples, method, labels)
+        theirs = time_captum(model, tok, examples[:n_ref], method, labels[:n_ref])
         flops = forward_flops(model, tokens) * passes if passes else None
         row = {
             "method": method,
+            "n_xalign": N_PROMPTS,
+            "n_reference": n_ref,
             "xalign_examples_per_s": N_PROMPTS / ours,
-            "captum_examples_per_s": None if theirs is None else N_PROMPTS / theirs,
-            "ratio": None if theirs is None else theirs / ours,
+            "inseq_examples_per_s": n_ref / inseq_seconds[method],
+            "captum_examples_per_s": None if theirs is None else n_ref / theirs,
+            # FLOPs of the whole prompt: what the tools compute; xalign skips the cached
+            # prefix, so this is the useful work per second, not the executed work
             "fraction_of_peak": None if flops is None else flops / ours / 1e9 / peak,
         }
-        results.append(row)
-        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-        print(
-            f"{method:22s} {row['xalign_examples_per_s']:12.2f} {fmt(row['captum_examples_per_s'], '12.2f'):>12s} "
-            f"{fmt(row['ratio'], '7.1f'):>7s} {fmt(row['fraction_of_peak'] and 100 * row['fraction_of_peak'], '7.1f'):>7s}"
+        row["ratio_vs_inseq"] = row["xalign_examples_per_s"] / row["inseq_examples_per_s"]
+        row["ratio_vs_captum"] = (
+            None if theirs is None else row["xalign_examples_per_s"] / row["captum_examples_per_s"]
         )
+        results.append(row)
+        print(
+            f"{method:22s} {row['xalign_examples_per_s']:12.2f} {row['inseq_examples_per_s']:11.2f} "
+            f"{fmt(row['captum_examples_per_s'], '12.2f'):>12s} {row['ratio_vs_inseq']:9.1f} "
+            f"{fmt(row['ratio_vs_captum'], '10.1f'):>10s} "
+            f"{fmt(row['fraction_of_peak'] and 100 * row['fraction_of_peak'], '7.1f'):>7s}"
+        )
+    sub = batch.slice(0, N_NOISER)
+    start = time.perf_counter()
+    attribution.attribute(model, tok, examples[:N_NOISER], "noiser", batch_size=BATCH, **NOISER)
+    ours = time.perf_counter() - start
+    start = time.perf_counter()
+    noiser_token_loop(model, sub, **NOISER)
+    loop = time.perf_counter() - start
+    noiser = {
+        "method": "noiser",
+        "n_xalign": N_NOISER,
+        "n_reference": N_NOISER,
+        "xalign_examples_per_s": N_NOISER / ours,
+        "token_loop_examples_per_s": N_NOISER / loop,
+        "ratio_vs_token_loop": loop / ours,
+        **NOISER,
+    }
+    results.append(noiser)
+    print(
+        f"noiser ({N_NOISER} prompts, {NOISER}): xalign {noiser['xalign_examples_per_s']:.3f} ex/s, "
+        f"token-by-token loop {noiser['token_loop_examples_per_s']:.3f} ex/s, "
+        f"ratio {noiser['ratio_vs_token_loop']:.1f}"
+    )
     out = Path(__file__).with_name("results.json")
     out.write_text(
         json.dumps(

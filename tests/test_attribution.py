@@ -36,7 +36,8 @@ def test_only_input_word_tokens_are_attributed(model_and_tokenizer, examples):
 
 def test_every_method_runs_and_is_finite(model_and_tokenizer, examples):
     model, tok = model_and_tokenizer
-    options = {"ig_steps": 4, "n_samples": 8, "noise_samples": 2, "bisection_steps": 2}
+    options = {"ig_steps": 4, "n_samples": 8, "gradient_shap_samples": 4, "noise_samples": 2}
+    options["bisection_steps"] = 2
     for method in A.available_methods():
         df = A.attribute(model, tok, examples[:2], method, batch_size=2, **options)
         assert len(df) == 2 and (df["nonfinite"] == 0).all(), method
@@ -195,7 +196,8 @@ FAITHFUL = [
 def test_faithful_methods_find_the_planted_word(planted, tokenizer):
     examples = data.make_synthetic(16, seed=0, length=8)
     trigger = np.array([ex.meta["trigger_position"] for ex in examples])
-    options = {"ig_steps": 8, "n_samples": 32, "noise_samples": 4, "bisection_steps": 6}
+    options = {"ig_steps": 8, "n_samples": 32, "gradient_shap_samples": 8}
+    options.update(noise_samples=4, bisection_steps=6)
     df = A.attribute(planted, tokenizer, examples, FAITHFUL + ["random"], **options)
     assert list(df[df["method"] == "random"]["target_label"]) == [ex.label for ex in examples]
     hits = {

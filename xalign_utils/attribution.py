@@ -368,10 +368,16 @@ def _integrated_gradients(
 
 
 def _gradient_shap(
-    model, batch: Batch, n_samples: int = 16, stdevs: float = 0.09, seed: int = 0, **_
+    model,
+    batch: Batch,
+    gradient_shap_samples: int = 16,
+    stdevs: float = 0.09,
+    seed: int = 0,
+    **_,
 ) -> tuple[list, dict]:
     from captum.attr import GradientShap
 
+    n_samples = gradient_shap_samples
     torch.manual_seed(seed)
     results = []
     step = max(1, MAX_ROWS // n_samples)  # Captum runs all samples of a batch at once
@@ -657,7 +663,11 @@ def _noiser(
             )
             clean = last_logits(model, full, one.mask, one.positions, one)
             p_clean = torch.softmax(clean.float(), -1)[0, one.target[0]]
-            drop = (p_clean - run(torch.full((n_tok,), sigma, device=inp.device), True)).mean(1)
+            if sigma > 0:
+                noisy = run(torch.full((n_tok,), sigma, device=inp.device), True)
+                drop = (p_clean - noisy).mean(1)
+            else:  # no noise level keeps the prediction for every token: all scores 0
+                drop = torch.zeros(n_tok, device=inp.device)
         tok = torch.zeros(batch.in_pos.shape[1], dtype=torch.float64, device=inp.device)
         tok[:n_tok] = drop.double()
         results.append(tok)
@@ -723,8 +733,9 @@ def attribute(
         target: ``pred``, ``gold`` or ``contrast`` (see :func:`prepare`).
         labels: explicit target labels, one per example.
         progress: show a tqdm bar over batches.
-        **options: method options (``ig_steps``, ``n_samples``, ``noise_samples``,
-            ``bisection_steps``, ``norm``, ``seed``...).
+        **options: method options (``ig_steps``; ``n_samples`` for LIME/KernelSHAP;
+            ``gradient_shap_samples``; ``noise_samples``, ``bisection_steps``, ``norm``
+            for Noiser; ``seed``...).
 
     Returns:
         One row per example × method: ``id``, ``dataset``, ``method``, ``status``

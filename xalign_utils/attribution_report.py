@@ -94,3 +94,40 @@ def to_square(long: pd.DataFrame, value: str = "value") -> pd.DataFrame:
     for rec in long.itertuples():
         mat.loc[rec.a, rec.b] = mat.loc[rec.b, rec.a] = getattr(rec, value)
     return mat
+
+
+def interpretation(health_table: pd.DataFrame, agreement: pd.DataFrame) -> list[str]:
+    """A few sentences read off this run's tables (no numbers typed by hand)."""
+    out = []
+    speed = health_table.groupby("method")["seconds_per_example"].mean().sort_values()
+    slow, fast = speed.index[-1], speed[speed > 0].index[0] if (speed > 0).any() else speed.index[0]
+    out.append(
+        f"Runtime spans {speed.max() / max(speed[fast], 1e-9):,.0f}×: {fast} takes "
+        f"{speed[fast]:.3f} s per example, {slow} {speed[slow]:.1f} s."
+    )
+    if "ig_delta_abs" in health_table and health_table["ig_delta_abs"].notna().any():
+        err = health_table.dropna(subset=["ig_delta_abs"])
+        out.append(
+            "Integrated gradients' completeness error |Σ attributions − (f(x) − f(0))| "
+            f"averages {err['ig_delta_abs'].mean():.3f} log-probability units at the step "
+            "count used (see the health table per dataset)."
+        )
+    flagged = health_table[["context_overflow", "nonfinite_rows"]].sum()
+    out.append(
+        f"{int(flagged['context_overflow'])} prompts exceeded the context and "
+        f"{int(flagged['nonfinite_rows'])} rows had NaN/inf scores; "
+        f"{int(health_table['words_without_tokens'].sum())} words had no token of their own."
+    )
+    real = agreement[(agreement["a"] != "random") & (agreement["b"] != "random")].dropna(
+        subset=["value"]
+    )
+    if len(real):
+        hi, lo = real.loc[real["value"].idxmax()], real.loc[real["value"].idxmin()]
+        rnd = agreement[(agreement["a"] == "random") | (agreement["b"] == "random")]["value"]
+        out.append(
+            f"The closest pair is {hi['a']}–{hi['b']} (mean ρ = {hi['value']:.2f}, n = "
+            f"{hi['n']}); the most distant is {lo['a']}–{lo['b']} (ρ = {lo['value']:.2f}). "
+            f"Pairs with the random baseline average ρ = {rnd.mean():.2f}, the level that "
+            "means no agreement."
+        )
+    return out

@@ -83,6 +83,16 @@ class RunConfig:
         max_input_words: inputs longer than this are truncated (long movie reviews, FEVER
             documents); truncation is counted and reported.
         extra_datasets: loaded and validated by notebook 01 but not evaluated by default.
+        n_attr: examples per dataset attributed by the one-pass methods (attention
+            family, saliency, input×gradient, random) in notebook 03.
+        n_attr_costly: examples per dataset for the many-pass methods (IG, gradient
+            SHAP, occlusion, LIME, KernelSHAP): the first ``n_attr_costly`` of the
+            ``n_attr``, so every method is compared on the same examples.
+        n_attr_noiser: examples per dataset for Noiser (the costliest method).
+        n_samples: perturbation samples of LIME and KernelSHAP; gradient SHAP uses a
+            quarter of them (each of its samples is a forward *and* backward).
+        noise_samples: Noiser's Gaussian noise samples per token.
+        bisection_steps: Noiser's bisection steps for the noise scale.
     """
 
     profile: str = "default"
@@ -99,6 +109,12 @@ class RunConfig:
     rationale_rule: str = "majority"
     max_input_words: int = 256
     extra_datasets: tuple[str, ...] = ("fever", "movies", "xnli", "knowns", "longra", "synthetic")
+    n_attr: int = 48
+    n_attr_costly: int = 6
+    n_attr_noiser: int = 2
+    n_samples: int = 64
+    noise_samples: int = 10
+    bisection_steps: int = 10
     notes: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -106,9 +122,16 @@ class RunConfig:
         """The model's public name (the offline default's Hub id when none is set)."""
         return self.model or OFFLINE_MODEL
 
-    def hash(self) -> str:
-        """Short stable hash of every field that changes results (not ``notes``)."""
-        payload = {k: v for k, v in dataclasses.asdict(self).items() if k != "notes"}
+    def hash(self, *, attribution: bool = False) -> str:
+        """Short stable hash of every field that changes results (not ``notes``).
+
+        Args:
+            attribution: include :data:`ATTRIBUTION_FIELDS`. They are left out by
+                default so that tuning notebook 03 never invalidates the stored
+                generations of notebook 02.
+        """
+        skip = {"notes"} | (set() if attribution else set(ATTRIBUTION_FIELDS))
+        payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         payload["model"] = self.model_name
         blob = json.dumps(payload, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
@@ -135,6 +158,17 @@ class RunConfig:
         return self.figures_dir / "tables"
 
 
+#: Fields only the attribution stages read (see :meth:`RunConfig.hash`).
+ATTRIBUTION_FIELDS = (
+    "ig_steps",
+    "n_attr",
+    "n_attr_costly",
+    "n_attr_noiser",
+    "n_samples",
+    "noise_samples",
+    "bisection_steps",
+)
+
 PROFILES: dict[str, RunConfig] = {
     "smoke": RunConfig(
         profile="smoke",
@@ -144,8 +178,16 @@ PROFILES: dict[str, RunConfig] = {
         max_new_tokens=24,
         ig_steps=4,
         max_input_words=64,
+        n_attr=3,
+        n_attr_costly=2,
+        n_attr_noiser=1,
+        n_samples=8,
+        noise_samples=2,
+        bisection_steps=2,
     ),
-    "default": RunConfig(profile="default"),
+    # IG with 16 steps and Noiser with 4 samples × 6 bisection steps keep notebook 03
+    # near ten minutes on 2 CPU cores; the completeness error at 16 steps is reported.
+    "default": RunConfig(profile="default", ig_steps=16, noise_samples=4, bisection_steps=6),
     "paper": RunConfig(
         profile="paper",
         model="meta-llama/Meta-Llama-3-8B-Instruct",
@@ -155,6 +197,10 @@ PROFILES: dict[str, RunConfig] = {
         max_new_tokens=64,
         ig_steps=50,
         max_input_words=512,
+        n_attr=300,
+        n_attr_costly=300,
+        n_attr_noiser=300,
+        n_samples=256,
     ),
 }
 

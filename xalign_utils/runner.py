@@ -29,6 +29,12 @@ import pandas as pd
 from .data import Example, load_examples
 
 
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _shard_path(out: Path, rank: int) -> Path:
     return out.with_name(f"{out.name}.shard-{rank}")
 
@@ -172,3 +178,105 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+#: Methods by cost: one forward (or forward/backward) per batch; many passes per
+#: example; Noiser (tokens × noise samples × bisection steps forwards per example).
+ONE_PASS = (
+    "random",
+    "attention",
+    "attention_rollout",
+    "attention_flow",
+    "saliency",
+    "input_x_gradient",
+)
+MANY_PASS = ("integrated_gradients", "gradient_shap", "occlusion", "lime", "kernel_shap")
+COSTLIEST = ("noiser",)
+
+
+def method_options(cfg) -> dict:
+    """Method options of a :class:`~xalign_utils.config.RunConfig` (seeded by its seed)."""
+    return {
+        "ig_steps": cfg.ig_steps,
+        "n_samples": cfg.n_samples,
+        "gradient_shap_samples": max(2, cfg.n_samples // 4),
+        "noise_samples": cfg.noise_samples,
+        "bisection_steps": cfg.bisection_steps,
+        "seed": cfg.seed,
+    }
+
+
+def attribution_plan(
+    cfg, examples: dict[str, list[Example]], methods: Sequence[str] | None = None
+) -> list[tuple[list[str], list[Example]]]:
+    """Which methods run on which examples: ``[(methods, examples), ...]``.
+
+    Every method sees the *first* examples of each dataset (``n_attr`` for one-pass
+    methods, ``n_attr_costly`` and ``n_attr_noiser`` for the others), so the smaller
+    sets are subsets of the larger and methods are compared on shared examples.
+    """
+    chosen = list(methods) if methods else list(ONE_PASS + MANY_PASS + COSTLIEST)
+    plan = []
+    for group, n in (
+        (ONE_PASS, cfg.n_attr),
+        (MANY_PASS, cfg.n_attr_costly),
+        (COSTLIEST, cfg.n_attr_noiser),
+    ):
+        ms = [m for m in chosen if m in group]
+        subset = [ex for exs in examples.values() for ex in exs[:n]]
+        if ms and subset:
+            plan.append((ms, subset))
+    unknown = [m for m in chosen if m not in ONE_PASS + MANY_PASS + COSTLIEST]
+    if unknown:
+        raise KeyError(f"unknown attribution method(s) {unknown}")
+    return plan
+
+
+def attribute_profile(
+    cfg,
+    examples: dict[str, list[Example]],
+    work_dir: Path,
+    *,
+    methods: Sequence[str] | None = None,
+    num_processes: int = 1,
+    device: str | None = None,
+    target: str = "pred",
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Run :func:`attribution_plan` in this process or sharded over ``num_processes``.
+
+    Returns:
+        The attribution table of every (methods, examples) group, concatenated.
+    """
+    work_dir = Path(work_dir)
+    options = dict(method_options(cfg), target=target)
+    parts = []
+    for g, (ms, subset) in enumerate(attribution_plan(cfg, examples, methods)):
+        out = work_dir / f"group-{g}.parquet"
+        if num_processes > 1:
+            from .data import save_examples
+
+            save_examples(subset, work_dir / f"group-{g}.jsonl")
+            part = launch(
+                work_dir / f"group-{g}.jsonl",
+                ms,
+                out,
+                num_processes=num_processes,
+                cpu=device == "cpu" or (device is None and not _has_gpu()),
+                options=options,
+                model_name=cfg.model,
+                batch_size=cfg.batch_size,
+            )
+        else:
+            part = run_attribution(
+                subset,
+                ms,
+                out,
+                model_name=cfg.model,
+                batch_size=cfg.batch_size,
+                device=device,
+                progress=progress,
+                **options,
+            )
+        parts.append(part.drop(columns=["example_index"]))
+    return pd.concat(parts, ignore_index=True)

@@ -20,12 +20,17 @@ def table_path(cfg: RunConfig, stage: str, name: str) -> Path:
     return cfg.run_dir / stage / f"{name}.parquet"
 
 
-def write_table(df: pd.DataFrame, cfg: RunConfig, stage: str, name: str) -> Path:
-    """Write ``df`` with ``config_hash`` and ``seed`` columns, atomically."""
+def write_table(
+    df: pd.DataFrame, cfg: RunConfig, stage: str, name: str, *, attribution: bool = False
+) -> Path:
+    """Write ``df`` with ``config_hash`` and ``seed`` columns, atomically.
+
+    ``attribution=True`` keys the table by the hash that includes the attribution
+    settings (see :meth:`RunConfig.hash`)."""
     path = table_path(cfg, stage, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = df.copy()
-    out["config_hash"] = cfg.hash()
+    out["config_hash"] = cfg.hash(attribution=attribution)
     out["seed"] = cfg.seed
     tmp = path.with_suffix(".parquet.tmp")
     out.to_parquet(tmp, index=False)
@@ -49,13 +54,19 @@ def read_table(cfg: RunConfig, stage: str, name: str) -> pd.DataFrame:
 
 
 def cached(
-    cfg: RunConfig, stage: str, name: str, compute: Callable[[], pd.DataFrame], force: bool = False
+    cfg: RunConfig,
+    stage: str,
+    name: str,
+    compute: Callable[[], pd.DataFrame],
+    force: bool = False,
+    *,
+    attribution: bool = False,
 ) -> pd.DataFrame:
     """Return the stored table when its config hash matches ``cfg``, else compute and store it."""
     path = table_path(cfg, stage, name)
     if path.is_file() and not force:
         df = pd.read_parquet(path)
-        if len(df) and (df["config_hash"] == cfg.hash()).all():
+        if len(df) and (df["config_hash"] == cfg.hash(attribution=attribution)).all():
             return df
-    write_table(compute(), cfg, stage, name)
+    write_table(compute(), cfg, stage, name, attribution=attribution)
     return pd.read_parquet(path)
