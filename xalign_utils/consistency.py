@@ -1,0 +1,103 @@
+"""Consistency between a model's own explanation and an attribution (DESIGN.md §8).
+
+An explanation is first mapped to input-word positions (word lists: the tolerant parser
+of :mod:`xalign_utils.explanations`; free text: the words it cites). Each metric then
+compares that set with one attribution method's word scores. Every function returns NaN
+when the comparison is undefined (empty explanation, explanation covering every word,
+constant or zero scores); callers count those.
+
+Chance levels: rank AUC 0.5, attribution-mass lift 1, F1@k = k/n in expectation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import rankdata, spearmanr
+
+from .plausibility import top_k
+
+
+def _positions(explained: Sequence[int], n: int) -> np.ndarray:
+    return np.array(sorted({int(p) for p in explained if 0 <= int(p) < n}), dtype=int)
+
+
+def rank_auc(scores: Sequence[float], explained: Sequence[int]) -> float:
+    """Probability that an explanation word outscores a non-explanation word (ties ½):
+    the Mann–Whitney AUC. NaN when either group is empty."""
+    s = np.asarray(scores, dtype=float)
+    pos = _positions(explained, len(s))
+    n_pos, n_neg = len(pos), len(s) - len(pos)
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)  # average ranks handle ties
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def f1_at_k(scores: Sequence[float], explained: Sequence[int], k: int | None = None) -> float:
+    """F1 between the attribution's top-k words and the explanation words
+    (k = explanation size by default). NaN for an empty explanation or k = 0."""
+    s = np.asarray(scores, dtype=float)
+    pos = set(_positions(explained, len(s)).tolist())
+    k = len(pos) if k is None else k
+    if not pos or k <= 0:
+        return float("nan")
+    chosen = set(top_k(s, k))
+    tp = len(chosen & pos)
+    return 2 * tp / (len(chosen) + len(pos)) if tp else 0.0
+
+
+def mass_lift(magnitudes: Sequence[float], explained: Sequence[int]) -> float:
+    """Share of attribution mass on explanation words ÷ their share of words (chance 1).
+    NaN for an empty explanation or zero total mass."""
+    m = np.abs(np.asarray(magnitudes, dtype=float))
+    pos = _positions(explained, len(m))
+    if len(pos) == 0 or m.sum() <= 0:
+        return float("nan")
+    return float((m[pos].sum() / m.sum()) / (len(pos) / len(m)))
+
+
+def graded_spearman(scores: Sequence[float], grades: Sequence[float]) -> float:
+    """Spearman ρ between attribution scores and graded explanation importance (e.g.
+    ``k − rank`` for the words a list names, 0 for the rest). NaN when either is
+    constant."""
+    s, g = np.asarray(scores, dtype=float), np.asarray(grades, dtype=float)
+    if len(s) < 2 or np.ptp(s) == 0 or np.ptp(g) == 0:
+        return float("nan")
+    return float(spearmanr(s, g).statistic)
+
+
+def list_grades(explained_in_order: Sequence[int], n: int) -> np.ndarray:
+    """Grades from a word list's order: the first named word gets the highest grade."""
+    grades = np.zeros(n)
+    seen: list[int] = []
+    for p in explained_in_order:
+        if 0 <= int(p) < n and int(p) not in seen:
+            seen.append(int(p))
+    for rank, p in enumerate(seen):
+        grades[p] = len(seen) - rank
+    return grades
+
+
+def profile_distance(a: Sequence[float], b: Sequence[float]) -> float:
+    """CC-SHAP-style distance of two input-attribution profiles: ``1 − cosine`` of the
+    L1-normalised signed profiles (0: same direction, 1: orthogonal, 2: opposite).
+    NaN when either profile is all zero."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    nx, ny = np.abs(x).sum(), np.abs(y).sum()
+    if nx == 0 or ny == 0:
+        return float("nan")
+    x, y = x / nx, y / ny
+    return float(1 - x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
+
+
+def consistency_row(magnitudes: Sequence[float], explained: Sequence[int]) -> dict:
+    """All set-based consistency metrics of one explanation (positions in the order the
+    explanation names them) against one attribution's word magnitudes."""
+    return {
+        "rank_auc": rank_auc(magnitudes, explained),
+        "f1_at_k": f1_at_k(magnitudes, explained),
+        "mass_lift": mass_lift(magnitudes, explained),
+        "graded_spearman": graded_spearman(magnitudes, list_grades(explained, len(magnitudes))),
+    }

@@ -1,0 +1,135 @@
+"""Plausibility: agreement of word scores with human rationales (DESIGN.md §8).
+
+Unannotated words (rationale value ``None``) are excluded everywhere; an example with no
+annotated word, or whose metric is undefined (e.g. a single-class rationale for AUPRC),
+gives NaN, which callers count rather than drop (:func:`xalign_utils.metrics.bootstrap_ci`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def top_k(scores: Sequence[float], k: int, among: Sequence[int] | None = None) -> list[int]:
+    """Positions of the ``k`` highest scores (ties: earlier position first), sorted.
+
+    Args:
+        among: candidate positions (default: all).
+    """
+    cand = np.arange(len(scores)) if among is None else np.asarray(among, dtype=int)
+    if k <= 0 or len(cand) == 0:
+        return []
+    vals = np.asarray(scores, dtype=float)[cand]
+    order = np.lexsort((cand, -vals))  # by score descending, then by position
+    return sorted(int(c) for c in cand[order[:k]])
+
+
+def _annotated(rationale: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
+    pos = np.array([i for i, r in enumerate(rationale) if r is not None], dtype=int)
+    truth = np.array([int(rationale[i]) for i in pos], dtype=int)
+    return pos, truth
+
+
+def topvar_f1(scores: Sequence[float], rationale: Sequence[int | None]) -> float:
+    """Token F1 of the Top-k words, k = number of human-rationale words (Fayyaz et al.).
+
+    Ranking is over annotated words only. NaN when there are no annotated words or no
+    rationale words (k = 0).
+    """
+    pos, truth = _annotated(rationale)
+    k = int(truth.sum())
+    if len(pos) == 0 or k == 0:
+        return float("nan")
+    chosen = set(top_k(scores, k, among=pos))
+    gold = set(pos[truth == 1].tolist())
+    tp = len(chosen & gold)
+    return 2 * tp / (len(chosen) + len(gold)) if tp else 0.0
+
+
+def spans(mask: Sequence[int]) -> list[tuple[int, int]]:
+    """Contiguous runs of 1s as ``(start, end)`` with ``end`` exclusive."""
+    out, start = [], None
+    for i, v in enumerate(list(mask) + [0]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            out.append((start, i))
+            start = None
+    return out
+
+
+def span_iou(a: tuple[int, int], b: tuple[int, int]) -> float:
+    """Intersection over union of two token spans."""
+    inter = max(0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
+    return inter / union if union else 0.0
+
+
+def _f1(p: float, r: float) -> float:
+    return 0.0 if p == 0 or r == 0 else 2 * p * r / (p + r)
+
+
+def iou_f1(
+    truth: Sequence[Sequence[tuple[int, int]]],
+    pred: Sequence[Sequence[tuple[int, int]]],
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """ERASER's partial-match (IOU) F1 over instances, as in its ``partial_match_score``.
+
+    A predicted span is a true positive when its best IOU with a gold span of the same
+    instance is at least ``threshold``. Micro: pooled counts. Macro: per-instance
+    recall (over instances with gold spans) and precision (over instances with
+    predicted spans) averaged, then combined into F1.
+    """
+    tps, n_truth, n_pred = [], [], []
+    for t, p in zip(truth, pred, strict=True):
+        best = [max((span_iou(s, g) for g in t), default=0.0) for s in p]
+        tps.append(sum(b >= threshold for b in best))
+        n_truth.append(len(t))
+        n_pred.append(len(p))
+    tp, nt, npred = sum(tps), sum(n_truth), sum(n_pred)
+    micro_r = tp / nt if nt else 0.0
+    micro_p = tp / npred if npred else 0.0
+    rs = [a / n for a, n in zip(tps, n_truth, strict=True) if n]
+    ps = [a / n for a, n in zip(tps, n_pred, strict=True) if n]
+    macro_r = float(np.mean(rs)) if rs else 0.0
+    macro_p = float(np.mean(ps)) if ps else 0.0
+    return {
+        "micro_p": micro_p,
+        "micro_r": micro_r,
+        "micro_f1": _f1(micro_p, micro_r),
+        "macro_p": macro_p,
+        "macro_r": macro_r,
+        "macro_f1": _f1(macro_p, macro_r),
+    }
+
+
+def instance_iou_f1(
+    scores: Sequence[float], rationale: Sequence[int | None], threshold: float = 0.5
+) -> float:
+    """IOU-F1 of one example: the Top-k words (k as in :func:`topvar_f1`) as spans
+    against the human spans. Unannotated words count as non-rationale for the spans.
+    NaN when undefined (no annotated or no rationale words)."""
+    pos, truth = _annotated(rationale)
+    k = int(truth.sum())
+    if len(pos) == 0 or k == 0:
+        return float("nan")
+    pred_mask = np.zeros(len(rationale), dtype=int)
+    pred_mask[top_k(scores, k, among=pos)] = 1
+    gold_mask = [1 if r == 1 else 0 for r in rationale]
+    return iou_f1([spans(gold_mask)], [spans(pred_mask)], threshold)["macro_f1"]
+
+
+def auprc(scores: Sequence[float], rationale: Sequence[int | None]) -> float:
+    """Area under the precision–recall curve of the scores against the human rationale,
+    as ERASER computes it (``sklearn`` ``precision_recall_curve`` then ``auc``).
+    NaN when the annotated words are all of one class."""
+    from sklearn.metrics import auc, precision_recall_curve
+
+    pos, truth = _annotated(rationale)
+    if len(set(truth.tolist())) < 2:
+        return float("nan")
+    precision, recall, _ = precision_recall_curve(truth, np.asarray(scores, dtype=float)[pos])
+    return float(auc(recall, precision))
