@@ -809,3 +809,36 @@ def attribute(
                 rows.append(row)
     rows.sort(key=lambda r: r.pop("_order"))  # examples in input order, then methods
     return pd.DataFrame(rows)
+
+
+def continuation_attribution(
+    model,
+    tokenizer,
+    example: Example,
+    role: str,
+    text: str,
+    **fields: object,
+) -> np.ndarray:
+    """Signed input×gradient word scores of ``log p(text | prompt)`` (all text tokens).
+
+    The attribution profile of a *generated explanation* over the input words, for the
+    CC-SHAP-style comparison with the prediction's profile
+    (:func:`xalign_utils.consistency.profile_distance`). ``fields`` fill the role's
+    template (``label``, ``k``). Returns zeros when ``text`` has no tokens.
+    """
+    from .models import context_length
+
+    prompt = render(tokenizer, example, role, max_length=context_length(model), **fields)
+    full = render(tokenizer, example, role, assistant_prefix=text, **fields)
+    n_prompt = len(prompt.input_ids)
+    if len(full.input_ids) <= n_prompt:
+        return np.zeros(len(full.word_tokens))
+    device = next(model.parameters()).device
+    ids = torch.tensor([full.input_ids], device=device)
+    emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    logits = model(inputs_embeds=emb).logits[0, n_prompt - 1 : -1].float()
+    target = ids[0, n_prompt:]
+    value = torch.log_softmax(logits, -1).gather(1, target.unsqueeze(1)).sum()
+    (grad,) = torch.autograd.grad(value, emb)
+    token = (grad * emb).sum(-1)[0].detach().double().cpu().numpy()
+    return np.array([token[span].sum() if span else 0.0 for span in full.word_tokens])

@@ -93,6 +93,8 @@ class RunConfig:
             quarter of them (each of its samples is a forward *and* backward).
         noise_samples: Noiser's Gaussian noise samples per token.
         bisection_steps: Noiser's bisection steps for the noise scale.
+        n_faith: examples per dataset whose attributions notebook 04 scores by erasure
+            (each costs about ten re-scored prompts per method).
     """
 
     profile: str = "default"
@@ -115,6 +117,7 @@ class RunConfig:
     n_samples: int = 64
     noise_samples: int = 10
     bisection_steps: int = 10
+    n_faith: int = 12
     notes: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -167,6 +170,7 @@ ATTRIBUTION_FIELDS = (
     "n_samples",
     "noise_samples",
     "bisection_steps",
+    "n_faith",
 )
 
 PROFILES: dict[str, RunConfig] = {
@@ -184,6 +188,7 @@ PROFILES: dict[str, RunConfig] = {
         n_samples=8,
         noise_samples=2,
         bisection_steps=2,
+        n_faith=2,
     ),
     # IG with 16 steps and Noiser with 4 samples × 6 bisection steps keep notebook 03
     # near ten minutes on 2 CPU cores; the completeness error at 16 steps is reported.
@@ -201,6 +206,7 @@ PROFILES: dict[str, RunConfig] = {
         n_attr_costly=300,
         n_attr_noiser=300,
         n_samples=256,
+        n_faith=300,
     ),
 }
 

@@ -101,3 +101,38 @@ def consistency_row(magnitudes: Sequence[float], explained: Sequence[int]) -> di
         "mass_lift": mass_lift(magnitudes, explained),
         "graded_spearman": graded_spearman(magnitudes, list_grades(explained, len(magnitudes))),
     }
+
+
+def consistency_table(attributions, explanations):
+    """Every explanation against every attribution method of the same example.
+
+    Args:
+        attributions: rows of :func:`xalign_utils.attribution.attribute`.
+        explanations: one row per example × explanation type with ``id``, ``explanation``
+            (the type's name) and ``positions`` (explained input words, in the order
+            named).
+
+    Returns:
+        One row per example × explanation type × method with the metrics of
+        :func:`consistency_row`, ``n_explained`` and ``n_words``.
+    """
+    import pandas as pd
+
+    ok = attributions[attributions["status"].eq("ok")]
+    merged = ok.merge(explanations[["id", "explanation", "positions"]], on="id")
+    rows = []
+    for rec in merged.itertuples():
+        mags = np.asarray(rec.magnitude, dtype=float)
+        pos = [int(p) for p in rec.positions]
+        rows.append(
+            {
+                "id": rec.id,
+                "dataset": rec.dataset,
+                "method": rec.method,
+                "explanation": rec.explanation,
+                "n_explained": len(_positions(pos, len(mags))),
+                "n_words": len(mags),
+                **consistency_row(mags, pos),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -156,3 +156,76 @@ def format_ci(row: pd.Series, scale: float = 100.0, digits: int = 1) -> str:
         return "n/a"
     f = f"{{:.{digits}f}}"
     return f"{f.format(row['value'] * scale)} [{f.format(row['ci_low'] * scale)}, {f.format(row['ci_high'] * scale)}]"
+
+
+def ci_table(
+    df: pd.DataFrame, by: Sequence[str], metrics: Sequence[str], seed: int = 0
+) -> pd.DataFrame:
+    """Mean of each metric per group with a bootstrap 95% CI, n and the undefined count.
+
+    Returns a long table: the ``by`` columns, ``metric``, ``value``, ``ci_low``,
+    ``ci_high``, ``n``, ``n_undefined``.
+    """
+    rows = []
+    for key, grp in df.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        for m in metrics:
+            rows.append(
+                {**dict(zip(by, key, strict=True)), "metric": m, **bootstrap_ci(grp[m], seed=seed)}
+            )
+    return pd.DataFrame(rows)
+
+
+def paired_tests(
+    df: pd.DataFrame,
+    by: Sequence[str],
+    metric: str,
+    *,
+    condition: str = "method",
+    reference: str = "random",
+    unit: str = "id",
+) -> pd.DataFrame:
+    """Wilcoxon signed-rank test of each condition against ``reference`` on shared units,
+    per group, with Holm correction over all tests of the table (statsmodels).
+
+    Returns ``by``, ``condition``, ``n`` (pairs with both values defined), ``median_diff``,
+    ``p``, ``p_holm``, ``reject`` (at 0.05 after correction).
+    """
+    from scipy.stats import wilcoxon
+    from statsmodels.stats.multitest import multipletests
+
+    rows = []
+    for key, grp in df.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        wide = grp.pivot_table(index=unit, columns=condition, values=metric, aggfunc="first")
+        if reference not in wide:
+            continue
+        for cond in wide.columns:
+            if cond == reference:
+                continue
+            both = wide[[cond, reference]].dropna()
+            diff = both[cond] - both[reference]
+            p = (
+                float(wilcoxon(both[cond], both[reference]).pvalue)
+                if len(both) >= 2 and (diff != 0).any()
+                else np.nan
+            )
+            rows.append(
+                {
+                    **dict(zip(by, key, strict=True)),
+                    condition: cond,
+                    "n": len(both),
+                    "median_diff": float(diff.median()) if len(both) else np.nan,
+                    "p": p,
+                }
+            )
+    out = pd.DataFrame(rows)
+    if len(out):
+        tested = out["p"].notna()
+        out["p_holm"] = np.nan
+        out["reject"] = False
+        if tested.any():
+            reject, p_holm, _, _ = multipletests(out.loc[tested, "p"], method="holm")
+            out.loc[tested, "p_holm"] = p_holm
+            out.loc[tested, "reject"] = reject
+    return out

@@ -1,0 +1,157 @@
+"""Validation helpers and the statistics tables (no model needed except where marked)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xalign_utils import consistency, validation
+from xalign_utils.metrics import ci_table, paired_tests
+
+
+def test_ci_table_counts_undefined_values():
+    df = pd.DataFrame({"g": ["a"] * 4, "x": [1.0, 2.0, np.nan, 3.0]})
+    row = ci_table(df, ["g"], ["x"]).iloc[0]
+    assert row["value"] == pytest.approx(2.0) and row["n"] == 3 and row["n_undefined"] == 1
+    assert row["ci_low"] <= 2.0 <= row["ci_high"]
+
+
+def test_paired_tests_detect_a_shift_and_apply_holm():
+    rng = np.random.default_rng(0)
+    ids = [f"e{i}" for i in range(40)]
+    base = rng.random(40)
+    df = pd.concat(
+        [
+            pd.DataFrame({"g": "d", "id": ids, "method": "random", "m": base}),
+            pd.DataFrame({"g": "d", "id": ids, "method": "good", "m": base + 0.3}),
+            pd.DataFrame(
+                {"g": "d", "id": ids, "method": "same", "m": base + rng.normal(0, 0.01, 40)}
+            ),
+        ]
+    )
+    out = paired_tests(df, ["g"], "m").set_index("method")
+    assert out.loc["good", "reject"] and out.loc["good", "n"] == 40
+    assert not out.loc["same", "reject"]
+    assert (out["p_holm"] >= out["p"]).all()
+
+
+def test_random_explanations_keep_sizes_and_sit_at_chance():
+    rng = np.random.default_rng(1)
+    n = 12
+    explained = pd.DataFrame(
+        {
+            "id": [f"e{i}" for i in range(300)],
+            "explanation": "list",
+            "positions": [list(rng.choice(n, 3, replace=False)) for _ in range(300)],
+        }
+    )
+    rnd = validation.random_explanations(explained, {i: n for i in explained["id"]}, seed=0)
+    assert rnd["positions"].map(len).eq(3).all()
+    again = validation.random_explanations(explained, {i: n for i in explained["id"]}, seed=0)
+    assert rnd["positions"].map(tuple).equals(again["positions"].map(tuple))  # seeded
+    attr = pd.DataFrame(
+        {
+            "id": explained["id"],
+            "dataset": "d",
+            "method": "m",
+            "status": "ok",
+            "magnitude": [rng.random(n) for _ in range(300)],
+        }
+    )
+    table = consistency.consistency_table(attr, rnd)
+    assert table["rank_auc"].mean() == pytest.approx(0.5, abs=0.03)
+    assert table["mass_lift"].mean() == pytest.approx(1.0, abs=0.05)
+    oracle = validation.oracle_explanations(attr, explained)
+    best = consistency.consistency_table(attr, oracle.drop(columns="method"))
+    assert (best["rank_auc"] == 1.0).all() and (best["f1_at_k"] == 1.0).all()
+
+
+def test_verdict_reads_the_checks():
+    checks = pd.DataFrame(
+        [
+            {
+                "kind": "random explanation",
+                "metric": "rank_auc",
+                "value": 0.5,
+                "ci_low": 0.45,
+                "ci_high": 0.55,
+            },
+            {
+                "kind": "oracle top-k",
+                "metric": "rank_auc",
+                "value": 1.0,
+                "ci_low": 1.0,
+                "ci_high": 1.0,
+            },
+            {
+                "kind": "random explanation",
+                "metric": "mass_lift",
+                "value": 1.4,
+                "ci_low": 1.3,
+                "ci_high": 1.5,
+            },
+            {
+                "kind": "oracle top-k",
+                "metric": "mass_lift",
+                "value": 3.0,
+                "ci_low": 2.5,
+                "ci_high": 3.5,
+            },
+        ]
+    )
+    cascade = pd.DataFrame(
+        [
+            {
+                "layers_randomised": 0,
+                "explanation": "x",
+                "metric": "rank_auc",
+                "value": 0.7,
+                "ci_low": 0.65,
+                "ci_high": 0.75,
+            },
+            {
+                "layers_randomised": 30,
+                "explanation": "x",
+                "metric": "rank_auc",
+                "value": 0.5,
+                "ci_low": 0.45,
+                "ci_high": 0.55,
+            },
+        ]
+    )
+    planted = pd.DataFrame(
+        [
+            {"method": "random", "metric": "rank_auc", "value": 0.5, "ci_low": 0.4, "ci_high": 0.6},
+            {
+                "method": "occlusion",
+                "metric": "rank_auc",
+                "value": 1.0,
+                "ci_low": 1.0,
+                "ci_high": 1.0,
+            },
+        ]
+    )
+    tracking = pd.DataFrame([{"method": "occlusion", "metric": "rank_auc", "rho": 0.3, "n": 20}])
+    v = validation.verdict(checks, cascade, planted, tracking).set_index("metric")
+    assert v.loc["rank_auc", "passed"] == "5/5"
+    assert (
+        v.loc["mass_lift", "random_at_chance"] is False
+        or not v.loc["mass_lift", "random_at_chance"]
+    )
+    assert validation.verdict_sentences(v.reset_index())[0].startswith("rank_auc: passes 5/5")
+
+
+@pytest.mark.slow
+def test_randomising_every_layer_changes_the_model(model_and_tokenizer):
+    import torch
+
+    model, _ = model_and_tokenizer
+    rnd = validation.randomise_top_layers(model, 2, seed=0)
+    top, low = len(model.model.layers) - 1, 0
+    assert not torch.equal(
+        rnd.model.layers[top].mlp.up_proj.weight, model.model.layers[top].mlp.up_proj.weight
+    )
+    assert torch.equal(
+        rnd.model.layers[low].mlp.up_proj.weight, model.model.layers[low].mlp.up_proj.weight
+    )

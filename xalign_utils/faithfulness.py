@@ -1,0 +1,304 @@
+"""Faithfulness by erasure: does removing the top-scored words change the answer? (DESIGN.md §8)
+
+All examples are scored, not only the correctly classified ones. Words are removed at
+the text level and the prompt is re-rendered, so the model sees a well-formed prompt:
+
+- ``delete`` (default): the words are dropped;
+- ``mask``: each word is replaced by ``mask_text`` (the input length is kept).
+
+Probabilities are the model's label probabilities renormalised over the dataset's label
+set (each label summed over its verbaliser forms, as in notebook 02), and ŷ is the label
+the model predicts on the full input. Ranking uses word magnitudes; the number of words
+in a bin of p% is ``max(1, round(p/100 · n))``.
+
+Metrics per example × method:
+
+- ERASER comprehensiveness p(ŷ|x) − p(ŷ|x∖r_b) and sufficiency p(ŷ|x) − p(ŷ|r_b) per bin
+  b ∈ {1, 5, 10, 20, 50}%, and their AOPC (mean over the bins);
+- flip rate: does masking the top-k words (k = Top-Var k) change the predicted label;
+  references per example: masking all words and masking the human rationale;
+- answerability (Noiser): does a judge LM (by default the model itself) predict ŷ from
+  the top-50% words alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from .data import LABELS, Example
+from .plausibility import top_k
+from .prompts import render
+
+BINS = (1, 5, 10, 20, 50)
+
+
+def bin_size(percent: float, n: int) -> int:
+    """Words in a bin of ``percent``% of ``n`` words (at least one)."""
+    return max(1, int(round(percent / 100 * n))) if n else 0
+
+
+def erase(ex: Example, remove: set[int], strategy: str = "delete", mask_text: str = "_") -> Example:
+    """A copy of ``ex`` with the words at flat positions ``remove`` deleted or masked."""
+    if strategy not in {"delete", "mask"}:
+        raise ValueError(f"strategy must be 'delete' or 'mask', not {strategy!r}")
+    words, flat = {}, 0
+    for seg, ws in ex.words.items():
+        kept = []
+        for w in ws:
+            if flat not in remove:
+                kept.append(w)
+            elif strategy == "mask":
+                kept.append(mask_text)
+            flat += 1
+        words[seg] = kept
+    return replace(
+        ex,
+        words=words,
+        segments={s: " ".join(w) for s, w in words.items()},
+        rationale=None,
+        annotators=[],
+    )
+
+
+def label_probabilities(
+    model, tokenizer, examples: Sequence[Example], batch_size: int = 16
+) -> np.ndarray:
+    """``[n, n_labels]`` label probabilities renormalised over the label set (one dataset)."""
+    from scipy.special import softmax
+
+    from .models import label_logprobs
+
+    datasets = {ex.dataset for ex in examples}
+    if len(datasets) != 1:
+        raise ValueError(f"one dataset at a time, got {sorted(datasets)}")
+    prompts = [render(tokenizer, ex, "classify").input_ids for ex in examples]
+    logp = label_logprobs(model, tokenizer, prompts, datasets.pop(), batch_size=batch_size)
+    return softmax(logp, axis=1)
+
+
+def erasure_table(
+    model,
+    tokenizer,
+    attributions: pd.DataFrame,
+    examples_by_id: dict[str, Example],
+    *,
+    k_by_id: dict[str, int],
+    strategy: str = "delete",
+    mask_text: str = "_",
+    bins: Sequence[float] = BINS,
+    judge=None,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """Comprehensiveness, sufficiency, AOPC, flip rate and answerability per example × method.
+
+    Args:
+        attributions: rows of :func:`xalign_utils.attribution.attribute` (``ok`` rows used).
+        k_by_id: Top-Var k per example (number of human-rationale words, or the fixed k).
+        judge: ``(model, tokenizer)`` for answerability; ``None`` uses the model itself.
+
+    Returns:
+        One row per example × method with ``comp_<b>``, ``suff_<b>``, ``comp_aopc``,
+        ``suff_aopc``, ``flip_topk``, ``answerable``, plus the per-example references
+        ``p_full``, ``pred``, ``flip_mask_all``, ``flip_mask_human`` (NaN without a human
+        rationale).
+    """
+    ok = attributions[attributions["status"].eq("ok")]
+    rows = []
+    for dataset, part in ok.groupby("dataset", sort=False):
+        labels = LABELS[dataset]
+        ids = list(dict.fromkeys(part["id"]))
+        variants: list[Example] = []
+        index: dict[tuple, int] = {}
+
+        def want(ex: Example, remove: frozenset, _variants=variants, _index=index) -> tuple:
+            key = (ex.id, remove)
+            if key not in _index:
+                _index[key] = len(_variants)
+                _variants.append(erase(ex, set(remove), strategy, mask_text))
+            return key
+
+        plan = []
+        for ex_id in ids:
+            ex = examples_by_id[ex_id]
+            n = len(ex.flat_words())
+            human = {i for i, r in enumerate(ex.flat_rationale() or []) if r == 1}
+            refs = {
+                "full": want(ex, frozenset()),
+                "all": want(ex, frozenset(range(n))),
+                "human": want(ex, frozenset(human)) if human else None,
+            }
+            for rec in part[part["id"] == ex_id].itertuples():
+                mags = np.asarray(rec.magnitude, dtype=float)
+                keys = {}
+                for b in bins:
+                    top = frozenset(top_k(mags, bin_size(b, n)))
+                    keys[("comp", b)] = want(ex, top)
+                    keys[("suff", b)] = want(ex, frozenset(range(n)) - top)
+                keys["flip"] = want(ex, frozenset(top_k(mags, k_by_id.get(ex_id, 1))))
+                keys["answer"] = (
+                    keys[("suff", 50)]
+                    if 50 in bins
+                    else want(ex, frozenset(range(n)) - frozenset(top_k(mags, bin_size(50, n))))
+                )
+                plan.append((ex_id, rec.method, refs, keys))
+        probs = label_probabilities(model, tokenizer, variants, batch_size)
+        judged = (
+            probs
+            if judge is None
+            else label_probabilities(judge[0], judge[1], variants, batch_size)
+        )
+        for ex_id, method, refs, keys in plan:
+            full = probs[index[refs["full"]]]
+            pred = int(full.argmax())
+            dist = {name: probs[index[key]] for name, key in keys.items()}
+            row = {"id": ex_id, "dataset": dataset, "method": method, "pred": labels[pred]}
+            row["p_full"] = float(full[pred])
+            for b in bins:
+                row[f"comp_{b:g}"] = row["p_full"] - float(dist[("comp", b)][pred])
+                row[f"suff_{b:g}"] = row["p_full"] - float(dist[("suff", b)][pred])
+            row["comp_aopc"] = float(np.mean([row[f"comp_{b:g}"] for b in bins]))
+            row["suff_aopc"] = float(np.mean([row[f"suff_{b:g}"] for b in bins]))
+            row["flip_topk"] = float(dist["flip"].argmax() != pred)
+            row["flip_mask_all"] = float(probs[index[refs["all"]]].argmax() != pred)
+            row["flip_mask_human"] = (
+                np.nan
+                if refs["human"] is None
+                else float(probs[index[refs["human"]]].argmax() != pred)
+            )
+            row["answerable"] = float(judged[index[keys["answer"]]].argmax() == pred)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def log_ratio_to_random(table: pd.DataFrame, metric: str, random: str = "random") -> pd.DataFrame:
+    """Each method's mean ``metric`` as ``log(mean_method / mean_random)`` on the examples
+    both share, per dataset (NaN when either mean is not positive)."""
+    out = []
+    for dataset, part in table.groupby("dataset", sort=False):
+        wide = part.pivot_table(index="id", columns="method", values=metric, aggfunc="first")
+        if random not in wide:
+            continue
+        for method in wide.columns:
+            both = wide[[method, random]].dropna()
+            m, r = both[method].mean(), both[random].mean()
+            value = float(np.log(m / r)) if len(both) and m > 0 and r > 0 else np.nan
+            out.append(
+                {
+                    "dataset": dataset,
+                    "method": method,
+                    "metric": metric,
+                    "log_ratio": value,
+                    "n": len(both),
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def explanation_comprehensiveness(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    positions: Sequence[Sequence[int]],
+    *,
+    strategy: str = "delete",
+    mask_text: str = "_",
+    batch_size: int = 16,
+) -> np.ndarray:
+    """p(ŷ|x) − p(ŷ|x∖e) for each example's explanation words ``e`` (one dataset).
+
+    NaN for an empty explanation: erasing nothing says nothing about faithfulness.
+    """
+    variants = list(examples) + [
+        erase(ex, set(map(int, pos)), strategy, mask_text)
+        for ex, pos in zip(examples, positions, strict=True)
+    ]
+    probs = label_probabilities(model, tokenizer, variants, batch_size)
+    full, erased = probs[: len(examples)], probs[len(examples) :]
+    pred = full.argmax(1)
+    rows = np.arange(len(examples))
+    out = full[rows, pred] - erased[rows, pred]
+    empty = np.array([len(p) == 0 for p in positions])
+    return np.where(empty, np.nan, out)
+
+
+def soft_erasure(
+    model,
+    tokenizer,
+    attributions: pd.DataFrame,
+    examples_by_id: dict[str, Example],
+    *,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> pd.DataFrame:
+    """Soft-normalised comprehensiveness and sufficiency (Zhao & Aletras 2023).
+
+    Word magnitudes are min–max normalised per example to importances ``a`` ∈ [0, 1].
+    Each embedding dimension of a word's tokens is kept with probability ``a``
+    (sufficiency) or ``1 − a`` (comprehensiveness), Bernoulli-sampled (seeded). With p
+    the probability of the attribution's target token:
+    ``suff = 1 − max(0, p(x) − p(x_a))``, ``comp = max(0, p(x) − p(x_{1−a}))``,
+    normalised by the sufficiency of an all-zero input ``s0``:
+    ``norm_suff = (suff − s0) / (1 − s0)`` and ``norm_comp = comp / (1 − s0)``, NaN when
+    ``s0 = 1`` (the zero input already predicts as well as x).
+    """
+    import torch
+
+    from .attribution import _args, input_embeddings, make_forward, prepare
+
+    gen = torch.Generator().manual_seed(seed)
+    ok = attributions[attributions["status"].eq("ok")]
+    rows = []
+    for _dataset, part in ok.groupby("dataset", sort=False):
+        ids = list(dict.fromkeys(part["id"]))
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            sub = part[part["id"].isin(chunk)]
+            labels = [sub[sub["id"] == i]["target_label"].iloc[0] for i in chunk]
+            batch = prepare(model, tokenizer, [examples_by_id[i] for i in chunk], labels=labels)
+            full, inp = input_embeddings(model, batch)
+            full, inp = full.detach(), inp.detach()
+            forward = make_forward(model, batch)
+            args = _args(batch, full)
+            with torch.no_grad():
+                p_full = forward(inp, *args).exp()
+                s0 = 1 - (p_full - forward(torch.zeros_like(inp), *args).exp()).clamp(min=0)
+                for method, grp in sub.groupby("method", sort=False):
+                    imp = torch.zeros(inp.shape[:2], dtype=inp.dtype)
+                    for b, ex_id in enumerate(chunk):
+                        mags = grp[grp["id"] == ex_id]["magnitude"]
+                        if mags.empty:
+                            continue
+                        m = np.asarray(mags.iloc[0], dtype=float)
+                        span = m.max() - m.min()
+                        a = (m - m.min()) / span if span > 0 else np.zeros_like(m)
+                        tw = batch.tok_word[b].clamp(min=0).cpu().numpy()
+                        imp[b] = torch.tensor(a[tw]) * batch.in_valid[b].cpu()
+                    keep = imp.unsqueeze(-1).expand_as(inp)
+                    suff_mask = torch.bernoulli(keep, generator=gen)
+                    comp_mask = torch.bernoulli(1 - keep, generator=gen)
+                    p_suff = forward(inp * suff_mask, *args).exp()
+                    p_comp = forward(inp * comp_mask, *args).exp()
+                    suff = 1 - (p_full - p_suff).clamp(min=0)
+                    comp = (p_full - p_comp).clamp(min=0)
+                    denom = 1 - s0
+                    for b, ex_id in enumerate(chunk):
+                        if grp[grp["id"] == ex_id].empty:
+                            continue
+                        d = float(denom[b])
+                        rows.append(
+                            {
+                                "id": ex_id,
+                                "method": method,
+                                "soft_norm_suff": (
+                                    float(np.clip((suff[b] - s0[b]) / d, 0, 1)) if d > 0 else np.nan
+                                ),
+                                "soft_norm_comp": float(np.clip(comp[b] / d, 0, 1))
+                                if d > 0
+                                else np.nan,
+                            }
+                        )
+    return pd.DataFrame(rows, columns=["id", "method", "soft_norm_suff", "soft_norm_comp"])
