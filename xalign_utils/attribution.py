@@ -123,7 +123,13 @@ def prepare(
             predicted label against ``contrast_label``, or against the runner-up label).
         labels: explicit target labels (overrides ``target``).
     """
-    from .models import context_length, forms_to_labels, label_form_scores, left_pad
+    from .models import (
+        context_length,
+        forms_to_labels,
+        label_form_scores,
+        left_pad,
+        shared_prefix_length,
+    )
 
     datasets = {ex.dataset for ex in examples}
     if len(datasets) != 1:
@@ -153,9 +159,7 @@ def prepare(
         (min(min(span) for span in r.word_tokens if span) for r in rendered if r.input_positions),
         default=0,
     )
-    plen = 0
-    while plen < first_input and all(s[plen] == seqs[0][plen] for s in seqs):
-        plen += 1
+    plen = min(shared_prefix_length(seqs), first_input)
     rest_ids, rest_mask = left_pad([s[plen:] for s in seqs], tokenizer.pad_token_id)
     prefix = torch.tensor(seqs[0][:plen], dtype=torch.long).expand(len(seqs), -1)
     ids = torch.cat([prefix, rest_ids], 1)
@@ -224,15 +228,9 @@ def last_logits(
             inputs_embeds=emb, attention_mask=mask, position_ids=positions, logits_to_keep=1
         )
         return out.logits[:, -1]
-    from transformers import DynamicCache
+    from .models import expand_prefix
 
-    n = emb.shape[0]
-    cache = DynamicCache(
-        ddp_cache_data=[
-            (k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in batch.prefix_kv
-        ],
-        config=model.config,
-    )
+    cache = expand_prefix(model, batch.prefix_kv, emb.shape[0])
     out = model(
         inputs_embeds=emb[:, plen:],
         attention_mask=mask,

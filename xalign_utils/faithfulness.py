@@ -183,8 +183,8 @@ def log_ratio_to_random(table: pd.DataFrame, metric: str, random: str = "random"
         if random not in wide:
             continue
         for method in wide.columns:
-            both = wide[[method, random]].dropna()
-            m, r = both[method].mean(), both[random].mean()
+            both = wide[[random]].assign(_m=wide[method]).dropna()
+            m, r = both["_m"].mean(), both[random].mean()
             value = float(np.log(m / r)) if len(both) and m > 0 and r > 0 else np.nan
             out.append(
                 {

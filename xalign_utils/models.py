@@ -186,6 +186,32 @@ def length_batches(seqs: Sequence[Sequence[int]], batch_size: int) -> list[list[
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def shared_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Number of leading tokens all sequences share, leaving each at least one token."""
+    if not seqs:
+        return 0
+    limit = min(len(s) for s in seqs) - 1
+    n = 0
+    while n < limit and all(s[n] == seqs[0][n] for s in seqs):
+        n += 1
+    return n
+
+
+def expand_prefix(model, prefix_kv, rows: int):
+    """A fresh ``DynamicCache`` holding a batch-1 prefix's keys/values for ``rows`` rows
+    (expanded views: no copy), or ``None`` without a prefix."""
+    if prefix_kv is None:
+        return None
+    from transformers import DynamicCache
+
+    return DynamicCache(
+        ddp_cache_data=[
+            (k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix_kv
+        ],
+        config=model.config,
+    )
+
+
 def verbaliser_ids(tokenizer, verbalisers: Sequence[str]) -> list[list[int]]:
     """Token ids of each verbaliser as the assistant's first words."""
     out = [tokenizer(v, add_special_tokens=False)["input_ids"] for v in verbalisers]
@@ -222,14 +248,29 @@ def score_labels(
     rest_len = max(len(ids) for ids in label_ids) - 1
     device = next(model.parameters()).device
     out = np.zeros((len(prompts), n_labels), dtype=np.float64)
+    plen = shared_prefix_length(prompts)
     with torch.inference_mode():
+        prefix_kv = None
+        if plen:  # system prompt and instruction: computed once, served from a KV cache
+            cache = model(
+                input_ids=torch.tensor([list(prompts[0][:plen])], device=device), use_cache=True
+            ).past_key_values
+            prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
         for batch in length_batches(prompts, batch_size):
-            chunk = [prompts[i] for i in batch]
-            ids, mask = left_pad(chunk, tokenizer.pad_token_id)
-            ids, mask = ids.to(device), mask.to(device)
+            chunk = [prompts[i][plen:] for i in batch]
+            ids, rest_mask = left_pad(chunk, tokenizer.pad_token_id)
+            ids, rest_mask = ids.to(device), rest_mask.to(device)
+            mask = torch.cat(
+                [torch.ones((len(chunk), plen), dtype=torch.long, device=device), rest_mask], 1
+            )
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             res = model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=rest_len > 0
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions[:, plen:],
+                past_key_values=expand_prefix(model, prefix_kv, len(chunk)),
+                use_cache=rest_len > 0,
+                logits_to_keep=1,
             )
             logp_first = torch.log_softmax(res.logits[:, -1].float(), -1)[:, first.to(device)]
             scores = logp_first.double()
