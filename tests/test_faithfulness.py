@@ -66,3 +66,58 @@ def test_erasing_the_planted_word_is_comprehensive(tokenizer):
     assert by.loc["occlusion", "suff_aopc"] < by.loc["random", "suff_aopc"]
     assert by.loc["occlusion", "answerable"] == 1.0
     assert table["flip_mask_human"].notna().all()
+
+
+def test_erasure_metrics_and_aopc_hand_computed(monkeypatch):
+    """A stand-in model: p(positive) = 0.9 with the word "good" in the input, 0.4 without
+    (0.2 when nothing is left). Ten words, "good" at position 3."""
+    words = ["w0", "w1", "w2", "good", "w4", "w5", "w6", "w7", "w8", "w9"]
+    ex = data.Example(
+        id="e",
+        dataset="synthetic",
+        split="test",
+        label="positive",
+        segments={"text": " ".join(words)},
+        words={"text": words},
+        rationale={"text": [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]},
+    )
+
+    def fake(model, tokenizer, variants, batch_size=16):
+        out = []
+        for v in variants:
+            ws = v.flat_words()
+            p = 0.9 if "good" in ws else (0.4 if ws else 0.2)
+            out.append([1 - p, p])  # (negative, positive)
+        return np.array(out)
+
+    monkeypatch.setattr(F, "label_probabilities", fake)
+    attr = pd.DataFrame(
+        [
+            {
+                "id": "e",
+                "dataset": "synthetic",
+                "method": "right",
+                "status": "ok",
+                "magnitude": np.array([0, 0, 0, 9, 1, 1, 1, 1, 1, 1.0]),
+            },
+            {
+                "id": "e",
+                "dataset": "synthetic",
+                "method": "wrong",
+                "status": "ok",
+                "magnitude": np.array([9, 8, 7, 0, 6, 5, 4, 3, 2, 1.0]),
+            },
+        ]
+    )
+    t = F.erasure_table(None, None, attr, {"e": ex}, k_by_id={"e": 1}).set_index("method")
+    # bins of 10 words: 1, 1, 1, 2, 5 words. "right" erases "good" first at every bin:
+    # comprehensiveness 0.9 − 0.4 = 0.5 everywhere; sufficiency keeps "good": 0 everywhere
+    assert t.loc["right", "comp_aopc"] == pytest.approx(0.5)
+    assert t.loc["right", "suff_aopc"] == pytest.approx(0.0)
+    # "wrong" never erases "good" within 50% (it ranks last): comp 0; kept sets never
+    # contain it: suff 0.5 at every bin
+    assert t.loc["wrong", "comp_aopc"] == pytest.approx(0.0)
+    assert t.loc["wrong", "suff_aopc"] == pytest.approx(0.5)
+    assert t.loc["right", "flip_topk"] == 1.0 and t.loc["wrong", "flip_topk"] == 0.0
+    assert t.loc["right", "answerable"] == 1.0 and t.loc["wrong", "answerable"] == 0.0
+    assert t.loc["right", "flip_mask_all"] == 1.0 and t.loc["right", "flip_mask_human"] == 1.0

@@ -127,3 +127,26 @@ def test_profile_distance():
 def test_consistency_row_counts_undefined_as_nan():
     row = C.consistency_row([0.2, 0.1], [])
     assert all(math.isnan(v) for v in row.values())
+
+
+def test_nan_scores_make_every_metric_undefined():
+    scores = [0.3, nan, 0.1, 0.2]
+    rat = [1, 0, 0, 1]
+    for value in (
+        P.topvar_f1(scores, rat),
+        P.instance_iou_f1(scores, rat),
+        P.auprc(scores, rat),
+        C.rank_auc(scores, [0]),
+        C.f1_at_k(scores, [0]),
+        C.mass_lift(scores, [0]),
+        C.graded_spearman(scores, [1, 0, 0, 0]),
+        C.profile_distance(scores, [1, 0, 0, 0]),
+    ):
+        assert math.isnan(value)
+
+
+def test_all_words_rationale():
+    scores = [0.3, 0.2, 0.1]
+    assert P.topvar_f1(scores, [1, 1, 1]) == 1.0  # k = n: trivially every word
+    assert P.instance_iou_f1(scores, [1, 1, 1]) == 1.0
+    assert math.isnan(P.auprc(scores, [1, 1, 1]))  # a single class has no PR curve

@@ -4,7 +4,7 @@ An explanation is first mapped to input-word positions (word lists: the tolerant
 of :mod:`xalign_utils.explanations`; free text: the words it cites). Each metric then
 compares that set with one attribution method's word scores. Every function returns NaN
 when the comparison is undefined (empty explanation, explanation covering every word,
-constant or zero scores); callers count those.
+constant or zero scores, NaN scores); callers count those.
 
 Chance levels: rank AUC 0.5, attribution-mass lift 1, F1@k = k/n in expectation.
 """
@@ -19,6 +19,10 @@ from scipy.stats import rankdata, spearmanr
 from .plausibility import top_k
 
 
+def _undefined(scores: np.ndarray) -> bool:
+    return bool(np.isnan(scores).any())
+
+
 def _positions(explained: Sequence[int], n: int) -> np.ndarray:
     return np.array(sorted({int(p) for p in explained if 0 <= int(p) < n}), dtype=int)
 
@@ -29,7 +33,7 @@ def rank_auc(scores: Sequence[float], explained: Sequence[int]) -> float:
     s = np.asarray(scores, dtype=float)
     pos = _positions(explained, len(s))
     n_pos, n_neg = len(pos), len(s) - len(pos)
-    if n_pos == 0 or n_neg == 0:
+    if n_pos == 0 or n_neg == 0 or _undefined(s):
         return float("nan")
     ranks = rankdata(s)  # average ranks handle ties
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
@@ -41,7 +45,7 @@ def f1_at_k(scores: Sequence[float], explained: Sequence[int], k: int | None = N
     s = np.asarray(scores, dtype=float)
     pos = set(_positions(explained, len(s)).tolist())
     k = len(pos) if k is None else k
-    if not pos or k <= 0:
+    if not pos or k <= 0 or _undefined(s):
         return float("nan")
     chosen = set(top_k(s, k))
     tp = len(chosen & pos)
@@ -53,7 +57,7 @@ def mass_lift(magnitudes: Sequence[float], explained: Sequence[int]) -> float:
     NaN for an empty explanation or zero total mass."""
     m = np.abs(np.asarray(magnitudes, dtype=float))
     pos = _positions(explained, len(m))
-    if len(pos) == 0 or m.sum() <= 0:
+    if len(pos) == 0 or _undefined(m) or m.sum() <= 0:
         return float("nan")
     return float((m[pos].sum() / m.sum()) / (len(pos) / len(m)))
 
@@ -63,7 +67,7 @@ def graded_spearman(scores: Sequence[float], grades: Sequence[float]) -> float:
     ``k − rank`` for the words a list names, 0 for the rest). NaN when either is
     constant."""
     s, g = np.asarray(scores, dtype=float), np.asarray(grades, dtype=float)
-    if len(s) < 2 or np.ptp(s) == 0 or np.ptp(g) == 0:
+    if len(s) < 2 or _undefined(s) or np.ptp(s) == 0 or np.ptp(g) == 0:
         return float("nan")
     return float(spearmanr(s, g).statistic)
 
@@ -86,7 +90,7 @@ def profile_distance(a: Sequence[float], b: Sequence[float]) -> float:
     NaN when either profile is all zero."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     nx, ny = np.abs(x).sum(), np.abs(y).sum()
-    if nx == 0 or ny == 0:
+    if nx == 0 or ny == 0 or np.isnan(nx) or np.isnan(ny):
         return float("nan")
     x, y = x / nx, y / ny
     return float(1 - x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))

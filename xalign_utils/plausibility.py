@@ -1,8 +1,8 @@
 """Plausibility: agreement of word scores with human rationales (DESIGN.md §8).
 
 Unannotated words (rationale value ``None``) are excluded everywhere; an example with no
-annotated word, or whose metric is undefined (e.g. a single-class rationale for AUPRC),
-gives NaN, which callers count rather than drop (:func:`xalign_utils.metrics.bootstrap_ci`).
+annotated word, NaN scores, or whose metric is undefined (e.g. a single-class rationale
+for AUPRC) gives NaN, which callers count rather than drop (:func:`xalign_utils.metrics.bootstrap_ci`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,10 @@ def top_k(scores: Sequence[float], k: int, among: Sequence[int] | None = None) -
     return sorted(int(c) for c in cand[order[:k]])
 
 
+def _has_nan(scores: Sequence[float]) -> bool:
+    return bool(np.isnan(np.asarray(scores, dtype=float)).any())
+
+
 def _annotated(rationale: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
     pos = np.array([i for i, r in enumerate(rationale) if r is not None], dtype=int)
     truth = np.array([int(rationale[i]) for i in pos], dtype=int)
@@ -40,7 +44,7 @@ def topvar_f1(scores: Sequence[float], rationale: Sequence[int | None]) -> float
     """
     pos, truth = _annotated(rationale)
     k = int(truth.sum())
-    if len(pos) == 0 or k == 0:
+    if len(pos) == 0 or k == 0 or _has_nan(scores):
         return float("nan")
     chosen = set(top_k(scores, k, among=pos))
     gold = set(pos[truth == 1].tolist())
@@ -114,7 +118,7 @@ def instance_iou_f1(
     NaN when undefined (no annotated or no rationale words)."""
     pos, truth = _annotated(rationale)
     k = int(truth.sum())
-    if len(pos) == 0 or k == 0:
+    if len(pos) == 0 or k == 0 or _has_nan(scores):
         return float("nan")
     pred_mask = np.zeros(len(rationale), dtype=int)
     pred_mask[top_k(scores, k, among=pos)] = 1
@@ -129,7 +133,7 @@ def auprc(scores: Sequence[float], rationale: Sequence[int | None]) -> float:
     from sklearn.metrics import auc, precision_recall_curve
 
     pos, truth = _annotated(rationale)
-    if len(set(truth.tolist())) < 2:
+    if len(set(truth.tolist())) < 2 or _has_nan(scores):
         return float("nan")
     precision, recall, _ = precision_recall_curve(truth, np.asarray(scores, dtype=float)[pos])
     return float(auc(recall, precision))
