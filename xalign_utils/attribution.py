@@ -45,7 +45,8 @@ class Batch:
     Position ids skip the padding, so scores equal those of the unpadded prompt.
 
     Shapes: ``ids``/``mask``/``positions`` ``[B, T]``; ``in_pos``/``in_valid``/``tok_word``
-    ``[B, P]`` (P = most input tokens in the batch); ``target``/``contrast`` ``[B]``.
+    ``[B, P]`` (P = most input tokens in the batch); ``target``/``contrast`` ``[B]``;
+    ``candidates``: first tokens of every verbaliser form of the dataset's labels.
     """
 
     examples: list[Example]
@@ -61,6 +62,7 @@ class Batch:
     target_labels: list[str]
     prefix_len: int = 0
     prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    candidates: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -83,6 +85,7 @@ class Batch:
             self.target_labels[sl],
             self.prefix_len,
             self.prefix_kv,
+            self.candidates,
         )
 
 
@@ -203,6 +206,7 @@ def prepare(
         list(labels),
         plen,
         prefix_kv,
+        torch.tensor(sorted({_first_token(tokenizer, f) for _, f in forms}), device=device),
     )
 
 
@@ -585,6 +589,7 @@ def _noisy_runs(
     total = n_tok * samples
     tok_idx = valid_idx.repeat_interleave(samples)
     target = one.target[0]
+    cands = one.candidates
 
     def run(sigma: torch.Tensor, want_prob: bool) -> torch.Tensor:
         noisy = inp.expand(total, -1, -1).clone()
@@ -606,7 +611,9 @@ def _noisy_runs(
                 one,
             ).float()
             outs.append(
-                torch.softmax(logits, -1)[:, target] if want_prob else logits.argmax(-1) == target
+                torch.softmax(logits, -1)[:, target]
+                if want_prob
+                else cands[logits[:, cands].argmax(-1)] == target
             )
         return torch.cat(outs).view(n_tok, samples)
 
@@ -627,9 +634,15 @@ def _noiser(
 
     Noise on token t is ``σ · ||e_t||_p · ε / E||ε||_p`` with ε ~ N(0, I); the bound
     E||ε||_p uses the expected-norm approximations in :data:`NORM_BOUNDS`. For each token
-    the largest σ ∈ [0, 1] that keeps the predicted token at rank 0 for every noise
+    the largest σ ∈ [0, 1] that keeps the target token at rank 0 for every noise
     sample is bisected; the smallest such σ over tokens is then applied to each token
     in turn and the token's score is the mean drop in the target token's probability.
+
+    Rank 0 is taken among the label tokens (``batch.candidates``), not the whole
+    vocabulary: a prompted classifier's label token is rarely the model's overall top
+    token (the 135M model puts < 1% of its mass on labels and would rather start "The
+    answer..."), and with the whole vocabulary no σ > 0 ever qualifies, so every score
+    is 0. Among labels, the criterion is the paper's "prediction unchanged".
     All tokens × noise samples of an example are evaluated in batched forwards. A
     contrast target is not used here: Noiser is defined on the predicted token.
     """
