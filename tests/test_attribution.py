@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from xalign_utils import attribution as A
-from xalign_utils import data
+from xalign_utils import data, validation
 
 pytestmark = pytest.mark.slow
 
@@ -179,18 +179,7 @@ def planted(tokenizer):
     return build_planted_model(tokenizer)
 
 
-FAITHFUL = [
-    "saliency",
-    "input_x_gradient",
-    "integrated_gradients",
-    "gradient_shap",
-    "occlusion",
-    "lime",
-    "kernel_shap",
-    "noiser",
-    "attention_rollout",
-    "attention_flow",
-]
+FAITHFUL = [*validation.FAITHFUL, "noiser"]  # every method expected to find the trigger
 
 
 def test_faithful_methods_find_the_planted_word(planted, tokenizer):
