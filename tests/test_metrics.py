@@ -50,6 +50,23 @@ def test_bootstrap_counts_undefined_and_covers_the_mean():
     assert const["ci_low"] == const["ci_high"] == 0.5
 
 
+def test_spearman_ci_matches_scipy_and_counts_undefined():
+    from scipy.stats import spearmanr
+
+    x = [1.0, 2.0, 3.0, 4.0, 5.0, np.nan, 7.0]
+    y = [2.0, 1.0, 4.0, 3.0, 6.0, 5.0, np.nan]
+    ci = metrics.spearman_ci(x, y, n_boot=300, seed=2)
+    want = spearmanr([1, 2, 3, 4, 5], [2, 1, 4, 3, 6]).statistic
+    assert ci["value"] == pytest.approx(want)
+    assert ci["n"] == 5 and ci["n_undefined"] == 2
+    assert -1 <= ci["ci_low"] <= ci["value"] <= ci["ci_high"] <= 1
+    assert metrics.spearman_ci(x, y, n_boot=300, seed=2) == ci
+    assert math.isnan(metrics.spearman_ci([1, 2, 3], [5, 5, 5])["value"])  # constant side
+    assert math.isnan(metrics.spearman_ci([1, 2], [1, 2])["value"])  # too few pairs
+    perfect = metrics.spearman_ci(range(10), range(10), n_boot=200)
+    assert [perfect[k] for k in ("value", "ci_low", "ci_high")] == pytest.approx([1.0] * 3)
+
+
 def test_macro_f1_matches_sklearn():
     rng = np.random.default_rng(0)
     labels = ["a", "b", "c"]

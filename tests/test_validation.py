@@ -34,6 +34,11 @@ def test_paired_tests_detect_a_shift_and_apply_holm():
     assert out.loc["good", "reject"] and out.loc["good", "n"] == 40
     assert not out.loc["same", "reject"]
     assert (out["p_holm"] >= out["p"]).all()
+    # Two metrics in one call: Holm multiplies the smallest p by the number of all tests.
+    both = paired_tests(df.assign(m2=df["m"]), ["g"], ["m", "m2"])
+    assert set(both["metric"]) == {"m", "m2"} and len(both) == 4
+    smallest = both.sort_values("p").iloc[0]
+    assert smallest["p_holm"] == pytest.approx(min(1.0, smallest["p"] * 4))
 
 
 def test_random_explanations_keep_sizes_and_sit_at_chance():
