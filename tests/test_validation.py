@@ -67,6 +67,11 @@ def test_random_explanations_keep_sizes_and_sit_at_chance():
     table = consistency.consistency_table(attr, rnd)
     assert table["rank_auc"].mean() == pytest.approx(0.5, abs=0.03)
     assert table["mass_lift"].mean() == pytest.approx(1.0, abs=0.05)
+    many = validation.random_explanations(
+        explained.head(5), {i: n for i in explained["id"]}, draws=4
+    )
+    assert len(many) == 20 and many["explanation"].nunique() == 4
+    assert many.groupby("id")["positions"].apply(lambda p: len({tuple(x) for x in p})).gt(1).all()
     oracle = validation.oracle_explanations(attr, explained)
     best = consistency.consistency_table(attr, oracle.drop(columns="method"))
     assert (best["rank_auc"] == 1.0).all() and (best["f1_at_k"] == 1.0).all()
@@ -137,13 +142,26 @@ def test_verdict_reads_the_checks():
             },
         ]
     )
-    tracking = pd.DataFrame([{"method": "occlusion", "metric": "rank_auc", "rho": 0.3, "n": 20}])
+    tracking = pd.DataFrame(
+        [
+            {
+                "method": "occlusion",
+                "metric": "rank_auc",
+                "rho": 0.3,
+                "ci_low": 0.1,
+                "ci_high": 0.5,
+            },
+            {"method": "lime", "metric": "rank_auc", "rho": 0.1, "ci_low": -0.2, "ci_high": 0.4},
+            {"method": "lime", "metric": "mass_lift", "rho": 0.2, "ci_low": -0.1, "ci_high": 0.5},
+        ]
+    )
     v = validation.verdict(checks, cascade, planted, tracking).set_index("metric")
     assert v.loc["rank_auc", "passed"] == "5/5"
     assert (
         v.loc["mass_lift", "random_at_chance"] is False
         or not v.loc["mass_lift", "random_at_chance"]
     )
+    assert v.loc["mass_lift", "tracks_explanation_comprehensiveness"] is False  # CI spans 0
     assert validation.verdict_sentences(v.reset_index())[0].startswith("rank_auc: passes 5/5")
 
 

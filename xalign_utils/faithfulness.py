@@ -174,27 +174,56 @@ def erasure_table(
     return pd.DataFrame(rows)
 
 
-def log_ratio_to_random(table: pd.DataFrame, metric: str, random: str = "random") -> pd.DataFrame:
+def log_ratio_to_random(
+    table: pd.DataFrame,
+    metric: str,
+    random: str = "random",
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
     """Each method's mean ``metric`` as ``log(mean_method / mean_random)`` on the examples
-    both share, per dataset (NaN when either mean is not positive)."""
+    both share, per dataset, with a percentile bootstrap CI that resamples those examples
+    (pairs kept together).
+
+    The ratio is NaN when either mean is not positive: a random baseline that is on
+    average ≤ 0 (erasing random words *raises* the prediction's probability) gives no
+    scale to compare against. Resamples where it is undefined are left out of the CI and
+    counted in ``n_boot_undefined``.
+    """
+
+    def ratio(m: np.ndarray, r: np.ndarray) -> float:
+        mm, rr = m.mean(), r.mean()
+        return float(np.log(mm / rr)) if mm > 0 and rr > 0 else np.nan
+
     out = []
+    rng = np.random.default_rng(seed)
+    alpha = (1 - level) / 2
     for dataset, part in table.groupby("dataset", sort=False):
         wide = part.pivot_table(index="id", columns="method", values=metric, aggfunc="first")
         if random not in wide:
             continue
         for method in wide.columns:
             both = wide[[random]].assign(_m=wide[method]).dropna()
-            m, r = both["_m"].mean(), both[random].mean()
-            value = float(np.log(m / r)) if len(both) and m > 0 and r > 0 else np.nan
-            out.append(
-                {
-                    "dataset": dataset,
-                    "method": method,
-                    "metric": metric,
-                    "log_ratio": value,
-                    "n": len(both),
-                }
-            )
+            m, r = both["_m"].to_numpy(), both[random].to_numpy()
+            row = {
+                "dataset": dataset,
+                "method": method,
+                "metric": metric,
+                "log_ratio": ratio(m, r) if len(both) else np.nan,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "n": len(both),
+                "n_boot_undefined": 0,
+            }
+            if not np.isnan(row["log_ratio"]):
+                idx = rng.integers(0, len(both), size=(n_boot, len(both)))
+                boots = np.array([ratio(m[i], r[i]) for i in idx])
+                defined = boots[~np.isnan(boots)]
+                row["n_boot_undefined"] = int(boots.size - defined.size)
+                row["ci_low"] = float(np.quantile(defined, alpha))
+                row["ci_high"] = float(np.quantile(defined, 1 - alpha))
+            out.append(row)
     return pd.DataFrame(out)
 
 
