@@ -178,3 +178,45 @@ def test_randomising_every_layer_changes_the_model(model_and_tokenizer):
     assert torch.equal(
         rnd.model.layers[low].mlp.up_proj.weight, model.model.layers[low].mlp.up_proj.weight
     )
+
+
+def test_tests_in_words_state_direction_and_nulls():
+    from xalign_utils.metrics import tests_in_words
+
+    tests = pd.DataFrame(
+        [
+            {"g": "a", "metric": "m", "method": "up", "n": 40, "median_diff": 0.3, "reject": True},
+            {
+                "g": "a",
+                "metric": "m",
+                "method": "down",
+                "n": 40,
+                "median_diff": -0.2,
+                "reject": True,
+            },
+            {
+                "g": "a",
+                "metric": "m",
+                "method": "flat",
+                "n": 38,
+                "median_diff": 0.1,
+                "reject": False,
+            },
+            {
+                "g": "b",
+                "metric": "m",
+                "method": "flat",
+                "n": 6,
+                "median_diff": 0.1,
+                "reject": False,
+            },
+        ]
+    )
+    a, b = tests_in_words(tests, ["g", "metric"])
+    assert a == "a, m: above random: up; below random: down (n = 38–40 pairs)."
+    assert b == (
+        "Nothing differs from random after Holm correction in the other 1 group(s) "
+        "of g × metric (n = 6–6 pairs)."
+    )
+    assert tests_in_words(tests[tests["g"] == "b"], ["g"])[0].startswith("Nothing differs")
+    assert tests_in_words(tests.iloc[0:0], ["g"]) == []

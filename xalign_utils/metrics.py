@@ -272,3 +272,39 @@ def paired_tests(
             out.loc[tested, "p_holm"] = p_holm
             out.loc[tested, "reject"] = reject
     return out
+
+
+def tests_in_words(
+    tests: pd.DataFrame, by: Sequence[str], condition: str = "method", reference: str = "random"
+) -> list[str]:
+    """Sentences from :func:`paired_tests` output: one per group where some condition
+    differs from the reference after Holm correction (with its direction), and one for
+    all the groups where nothing does.
+
+    For metrics where smaller is better (sufficiency) "below" is the favourable side;
+    the sentence states the direction, the reader the meaning.
+    """
+    out: list[str] = []
+    if tests.empty:
+        return out
+    nulls, null_n = 0, []
+    for key, grp in tests.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        hit = grp[grp["reject"].astype(bool)]
+        up = hit[hit["median_diff"] > 0][condition].tolist()
+        down = hit[hit["median_diff"] < 0][condition].tolist()
+        if not up and not down:
+            nulls += 1
+            null_n += grp["n"].tolist()
+            continue
+        parts = [f"above {reference}: {', '.join(map(str, up))}"] if up else []
+        parts += [f"below {reference}: {', '.join(map(str, down))}"] if down else []
+        n = f"n = {int(grp['n'].min())}–{int(grp['n'].max())} pairs"
+        out.append(f"{', '.join(map(str, key))}: {'; '.join(parts)} ({n}).")
+    if nulls:
+        others = "the other " if out else "all "
+        out.append(
+            f"Nothing differs from {reference} after Holm correction in {others}{nulls} "
+            f"group(s) of {' × '.join(by)} (n = {min(null_n)}–{max(null_n)} pairs)."
+        )
+    return out

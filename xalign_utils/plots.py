@@ -32,10 +32,14 @@ def set_theme() -> None:
 
 
 def save_figure(fig: plt.Figure, name: str, folder: Path) -> Path:
-    """Save ``fig`` as ``<folder>/<name>.pdf`` and ``.png``; returns the PDF path."""
+    """Save ``fig`` as ``<folder>/<name>.pdf`` and ``.png``; returns the PDF path.
+
+    The PDF carries no creation date, so re-running a notebook with the same numbers
+    leaves committed figures byte-identical (no spurious diffs in a thesis repository).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     pdf = folder / f"{name}.pdf"
-    fig.savefig(pdf)
+    fig.savefig(pdf, metadata={"CreationDate": None})
     fig.savefig(folder / f"{name}.png")
     return pdf
 
