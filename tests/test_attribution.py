@@ -120,6 +120,16 @@ def test_stochastic_methods_are_seeded(model_and_tokenizer, examples):
     a = A.attribute(model, tok, examples[:1], "kernel_shap", n_samples=12, seed=3)
     b = A.attribute(model, tok, examples[:1], "kernel_shap", n_samples=12, seed=3)
     np.testing.assert_allclose(a["signed"][0], b["signed"][0])
+    # Captum's GradientShap draws from NumPy's global RNG: whatever ran in between must
+    # not change a seeded result, and the caller's streams must be left where they were.
+    g1 = A.attribute(model, tok, examples[:1], "gradient_shap", gradient_shap_samples=4, seed=3)
+    np.random.seed(0)
+    expected_next = np.random.rand()
+    np.random.seed(0)
+    torch.randn(7)
+    g2 = A.attribute(model, tok, examples[:1], "gradient_shap", gradient_shap_samples=4, seed=3)
+    np.testing.assert_array_equal(g1["signed"][0], g2["signed"][0])
+    assert np.random.rand() == expected_next
     r1 = A.attribute(model, tok, examples[:1], "random", seed=1)["signed"][0]
     r2 = A.attribute(model, tok, examples[:1], "random", seed=2)["signed"][0]
     assert not np.allclose(r1, r2)

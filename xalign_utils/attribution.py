@@ -19,6 +19,7 @@ KernelSHAP) act on whole words, so their word score is the feature's score.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import zlib
@@ -369,6 +370,24 @@ def _integrated_gradients(
     }
 
 
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Seed torch *and* NumPy's global RNG for one method call, then restore both.
+
+    Captum draws GradientShap's baselines and interpolation points from NumPy's global
+    RNG, so seeding torch alone leaves it depending on whatever ran before; restoring
+    the states keeps the caller's random streams untouched.
+    """
+    state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(state)
+
+
 def _gradient_shap(
     model,
     batch: Batch,
@@ -380,21 +399,21 @@ def _gradient_shap(
     from captum.attr import GradientShap
 
     n_samples = gradient_shap_samples
-    torch.manual_seed(seed)
     results = []
     step = max(1, MAX_ROWS // n_samples)  # Captum runs all samples of a batch at once
-    for start in range(0, batch.size, step):
-        sub = batch.slice(start, start + step)
-        full, inp = input_embeddings(model, sub)
-        full, inp = full.detach(), inp.detach()
-        attr = GradientShap(make_forward(model, sub)).attribute(
-            inp,
-            baselines=torch.zeros_like(inp[:1]),
-            n_samples=n_samples,
-            stdevs=stdevs,
-            additional_forward_args=_args(sub, full),
-        )
-        results += _to_words(sub, attr.sum(-1), attr.norm(dim=-1))
+    with _seeded(seed):
+        for start in range(0, batch.size, step):
+            sub = batch.slice(start, start + step)
+            full, inp = input_embeddings(model, sub)
+            full, inp = full.detach(), inp.detach()
+            attr = GradientShap(make_forward(model, sub)).attribute(
+                inp,
+                baselines=torch.zeros_like(inp[:1]),
+                n_samples=n_samples,
+                stdevs=stdevs,
+                additional_forward_args=_args(sub, full),
+            )
+            results += _to_words(sub, attr.sum(-1), attr.norm(dim=-1))
     return results, {}
 
 
@@ -409,7 +428,6 @@ def _perturbation(cls_name: str):
     ) -> tuple[list, dict]:
         import captum.attr as ca
 
-        torch.manual_seed(seed)
         full, inp = input_embeddings(model, batch)
         full, inp = full.detach(), inp.detach()
         forward = make_forward(model, batch)
@@ -423,7 +441,7 @@ def _perturbation(cls_name: str):
             kwargs["n_samples"] = n_samples
             kwargs["return_input_shape"] = True
         results = []
-        with torch.no_grad():
+        with torch.no_grad(), _seeded(seed):
             if cls_name == "FeatureAblation":
                 attr = ca.FeatureAblation(forward).attribute(inp, baselines=0.0, **kwargs)
                 rows = [attr[b] for b in range(batch.size)]
