@@ -178,6 +178,14 @@ def test_randomising_every_layer_changes_the_model(model_and_tokenizer):
     assert torch.equal(
         rnd.model.layers[low].mlp.up_proj.weight, model.model.layers[low].mlp.up_proj.weight
     )
+    emb = model.model.embed_tokens.weight.clone()
+    assert torch.equal(rnd.model.embed_tokens.weight, emb)  # layers only: embeddings kept
+    everything = validation.randomise_top_layers(model, len(model.model.layers) + 1, seed=0)
+    assert not torch.equal(everything.model.embed_tokens.weight, emb)
+    assert not torch.equal(
+        everything.model.layers[low].mlp.up_proj.weight, model.model.layers[low].mlp.up_proj.weight
+    )
+    assert torch.equal(model.model.embed_tokens.weight, emb)  # the original is untouched
 
 
 def test_tests_in_words_state_direction_and_nulls():

@@ -71,16 +71,23 @@ def oracle_explanations(attributions: pd.DataFrame, explanations: pd.DataFrame) 
 
 def randomise_top_layers(model, n_layers: int, seed: int = 0):
     """A copy of ``model`` whose top ``n_layers`` decoder layers (and, once every layer
-    is randomised, the final norm) are re-initialised with the model's own initialiser."""
+    is randomised, the final norm) are re-initialised with the model's own initialiser.
+
+    ``n_layers`` beyond the number of decoder layers also re-initialises the input
+    embeddings (and with them a tied output head): the last step of Adebayo et al.'s
+    cascade, which input×gradient needs because it multiplies by the embeddings.
+    """
     import torch
 
     torch.manual_seed(seed)
     rnd = copy.deepcopy(model)
     layers = rnd.model.layers
-    for layer in list(layers)[len(layers) - n_layers :]:
+    for layer in list(layers)[max(0, len(layers) - n_layers) :]:
         layer.apply(rnd._init_weights)
     if n_layers >= len(layers):
         rnd.model.norm.apply(rnd._init_weights)
+    if n_layers > len(layers):
+        rnd.model.embed_tokens.apply(rnd._init_weights)
     rnd.eval()
     return rnd
 
