@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .data import LABELS, Example
+from .metrics import percentile_bootstrap
 from .plausibility import top_k
 from .prompts import render
 
@@ -198,7 +199,6 @@ def log_ratio_to_random(
 
     out = []
     rng = np.random.default_rng(seed)
-    alpha = (1 - level) / 2
     for dataset, part in table.groupby("dataset", sort=False):
         wide = part.pivot_table(index="id", columns="method", values=metric, aggfunc="first")
         if random not in wide:
@@ -217,12 +217,9 @@ def log_ratio_to_random(
                 "n_boot_undefined": 0,
             }
             if not np.isnan(row["log_ratio"]):
-                idx = rng.integers(0, len(both), size=(n_boot, len(both)))
-                boots = np.array([ratio(m[i], r[i]) for i in idx])
-                defined = boots[~np.isnan(boots)]
-                row["n_boot_undefined"] = int(boots.size - defined.size)
-                row["ci_low"] = float(np.quantile(defined, alpha))
-                row["ci_high"] = float(np.quantile(defined, 1 - alpha))
+                row["ci_low"], row["ci_high"], row["n_boot_undefined"] = percentile_bootstrap(
+                    lambda i, m=m, r=r: ratio(m[i], r[i]), len(both), rng, n_boot, level
+                )
             out.append(row)
     return pd.DataFrame(out)
 

@@ -38,6 +38,31 @@ def random_topk(rationale: Sequence[int | None], k: int, rng: np.random.Generato
     return sorted(rng.choice(annotated, size=k, replace=False).tolist()) if k else []
 
 
+def percentile_bootstrap(
+    statistic: Callable[[np.ndarray], float],
+    n: int,
+    rng: np.random.Generator,
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> tuple[float, float, int]:
+    """Percentile CI of ``statistic(indices)`` over ``n_boot`` resamples of ``n`` units.
+
+    ``statistic`` gets the resampled unit indices, so paired data stay paired. Resamples
+    where it is NaN (undefined) are left out of the CI and counted.
+
+    Returns:
+        ``(ci_low, ci_high, n_resamples_undefined)``; NaN bounds if none is defined.
+    """
+    idx = rng.integers(0, n, size=(n_boot, n))
+    stats = np.array([statistic(i) for i in idx], dtype=float)
+    defined = stats[~np.isnan(stats)]
+    if defined.size == 0:
+        return np.nan, np.nan, int(stats.size)
+    alpha = (1 - level) / 2
+    low, high = np.quantile(defined, [alpha, 1 - alpha])
+    return float(low), float(high), int(stats.size - defined.size)
+
+
 def bootstrap_ci(
     values: Sequence[float],
     n_boot: int = 1000,
@@ -61,15 +86,10 @@ def bootstrap_ci(
     }
     if defined.size == 0:
         return out
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, defined.size, size=(n_boot, defined.size))
-    stats = np.array([statistic(defined[i]) for i in idx])
-    alpha = (1 - level) / 2
-    out.update(
-        value=float(statistic(defined)),
-        ci_low=float(np.quantile(stats, alpha)),
-        ci_high=float(np.quantile(stats, 1 - alpha)),
+    low, high, _ = percentile_bootstrap(
+        lambda i: statistic(defined[i]), defined.size, np.random.default_rng(seed), n_boot, level
     )
+    out.update(value=float(statistic(defined)), ci_low=low, ci_high=high)
     return out
 
 
@@ -83,16 +103,13 @@ def bootstrap_paired(
 ) -> dict:
     """Bootstrap CI of a metric computed on (true, predicted) pairs, resampling examples."""
     t, p = np.asarray(y_true), np.asarray(y_pred)
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(t), len(t))
-        stats.append(metric(t[i], p[i]))
-    alpha = (1 - level) / 2
+    low, high, _ = percentile_bootstrap(
+        lambda i: metric(t[i], p[i]), len(t), np.random.default_rng(seed), n_boot, level
+    )
     return {
         "value": float(metric(t, p)),
-        "ci_low": float(np.quantile(stats, alpha)),
-        "ci_high": float(np.quantile(stats, 1 - alpha)),
+        "ci_low": low,
+        "ci_high": high,
         "n": len(t),
         "n_undefined": 0,
     }
@@ -125,15 +142,8 @@ def spearman_ci(
 
     if a.size < 3 or np.isnan(rho(np.arange(a.size))):
         return out
-    rng = np.random.default_rng(seed)
-    stats = np.array([rho(rng.integers(0, a.size, a.size)) for _ in range(n_boot)])
-    stats = stats[~np.isnan(stats)]
-    alpha = (1 - level) / 2
-    out.update(
-        value=rho(np.arange(a.size)),
-        ci_low=float(np.quantile(stats, alpha)),
-        ci_high=float(np.quantile(stats, 1 - alpha)),
-    )
+    low, high, _ = percentile_bootstrap(rho, a.size, np.random.default_rng(seed), n_boot, level)
+    out.update(value=rho(np.arange(a.size)), ci_low=low, ci_high=high)
     return out
 
 
