@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xalign_utils import attribution, data, models
+from xalign_utils import attribution, data, forward, models
 from xalign_utils.prompts import render
 
 TOKENIZER = None
@@ -172,7 +172,7 @@ def _keeps(model, emb, t: int, scaled: torch.Tensor, target: int) -> bool:
 def noiser_token_loop(model, batch, noise_samples: int, bisection_steps: int, seed: int = 0):
     """Reference Noiser: every token, bisection step and noise sample is its own forward
     of the whole prompt at batch size 1 (how the authors' code runs); same maths as
-    :func:`xalign_utils.attribution._noiser` with the L2 bound."""
+    :func:`xalign_utils.attribution.noiser.noiser` with the L2 bound."""
     gen = torch.Generator().manual_seed(seed)
     emb_layer = model.get_input_embeddings()
     scores = []
@@ -222,7 +222,7 @@ def main() -> None:
     TOKENIZER = tok
     pool = data.load_esnli_highlights("test")
     examples = data.stratified_sample(pool, N_PROMPTS, seed=0)
-    batch = attribution.prepare(model, tok, examples)
+    batch = forward.prepare(model, tok, examples)
     labels = list(batch.target_labels)
     tokens = int(batch.mask.sum())
     peak = matmul_peak_gflops()

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from xalign_utils import attribution as A
-from xalign_utils import data, validation
+from xalign_utils import data
+from xalign_utils import forward as FW
+from xalign_utils.attribution.attention import attentions
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +28,7 @@ def test_unknown_method_lists_the_valid_ones(model_and_tokenizer, examples):
 
 def test_only_input_word_tokens_are_attributed(model_and_tokenizer, examples):
     model, tok = model_and_tokenizer
-    batch = A.prepare(model, tok, examples)
+    batch = FW.prepare(model, tok, examples)
     for b, ex in enumerate(examples):
         pos = batch.in_pos[b][batch.in_valid[b]]
         text = tok.decode(batch.ids[b][pos]).split()
@@ -48,11 +50,11 @@ def test_every_method_runs_and_is_finite(model_and_tokenizer, examples):
 
 def test_integrated_gradients_completeness(model_and_tokenizer, examples):
     model, tok = model_and_tokenizer
-    batch = A.prepare(model, tok, examples)
-    full, inp = A.input_embeddings(model, batch)
-    forward = A.make_forward(model, batch)
+    batch = FW.prepare(model, tok, examples)
+    full, inp = FW.input_embeddings(model, batch)
+    forward = FW.make_forward(model, batch)
     with torch.no_grad():
-        args = A._args(batch, full)
+        args = FW.forward_args(batch, full)
         gap = (forward(inp, *args) - forward(torch.zeros_like(inp), *args)).numpy()
     df = A.attribute(model, tok, examples, "integrated_gradients", ig_steps=64, batch_size=3)
     total = np.array([s.sum() for s in df["signed"]])
@@ -62,8 +64,8 @@ def test_integrated_gradients_completeness(model_and_tokenizer, examples):
 
 def test_rollout_rows_sum_to_one_and_respect_causality(model_and_tokenizer, examples):
     model, tok = model_and_tokenizer
-    batch = A.prepare(model, tok, examples)
-    joint = A.rollout_matrices(A._attentions(model, batch), batch.mask)
+    batch = FW.prepare(model, tok, examples)
+    joint = A.rollout_matrices(attentions(model, batch), batch.mask)
     valid = batch.mask.bool()
     for b in range(batch.size):
         m = joint[b][valid[b]][:, valid[b]]
@@ -82,10 +84,10 @@ def test_attention_flow_on_a_hand_made_graph():
 def test_occlusion_equals_the_measured_drop(model_and_tokenizer, examples):
     model, tok = model_and_tokenizer
     df = A.attribute(model, tok, examples[:1], "occlusion")
-    batch = A.prepare(model, tok, examples[:1])
-    full, inp = A.input_embeddings(model, batch)
-    forward = A.make_forward(model, batch)
-    args = A._args(batch, full)
+    batch = FW.prepare(model, tok, examples[:1])
+    full, inp = FW.input_embeddings(model, batch)
+    forward = FW.make_forward(model, batch)
+    args = FW.forward_args(batch, full)
     with torch.no_grad():
         clean = forward(inp, *args)
         for w in range(3):
@@ -147,7 +149,7 @@ def test_nonfinite_scores_are_detected(model_and_tokenizer, examples, monkeypatc
     def broken(model, batch, **_):
         return [(np.full(8, np.nan), np.full(8, np.inf)) for _ in range(batch.size)], {}
 
-    monkeypatch.setitem(A.METHODS, "broken", broken)
+    monkeypatch.setitem(A.METHODS, "broken", A.MethodSpec("broken", broken, "null", "one_pass"))
     df = A.attribute(model, tok, examples, "broken")
     assert (df["nonfinite"] == 8).all()
     assert all(np.all(s == 0) for s in df["signed"])
@@ -167,7 +169,7 @@ def test_shared_pass_gives_the_same_scores_as_separate_calls(model_and_tokenizer
 
 def test_prompts_beyond_the_context_are_reported_not_dropped(model_and_tokenizer, examples):
     model, tok = model_and_tokenizer
-    fits = len(A.prepare(model, tok, examples[:1]).ids[0])
+    fits = len(FW.prepare(model, tok, examples[:1]).ids[0])
     long = data.make_synthetic(1, seed=5, length=40)[0]
     limit = model.config.max_position_embeddings
     model.config.max_position_embeddings = fits  # the 40-word prompt no longer fits
@@ -189,7 +191,7 @@ def planted(tokenizer):
     return build_planted_model(tokenizer)
 
 
-FAITHFUL = [*validation.FAITHFUL, "noiser"]  # every method expected to find the trigger
+FAITHFUL = A.methods_where(expected_faithful=True)  # every method expected to find the trigger
 
 
 def test_faithful_methods_find_the_planted_word(planted, tokenizer):
@@ -211,11 +213,11 @@ def test_faithful_methods_find_the_planted_word(planted, tokenizer):
 def test_prefix_cache_and_padding_leave_the_target_unchanged(model_and_tokenizer, examples):
     model, tok = model_and_tokenizer
     mixed = examples[:2] + data.make_synthetic(1, seed=9, length=14)
-    batch = A.prepare(model, tok, mixed)
+    batch = FW.prepare(model, tok, mixed)
     assert batch.prefix_len > 10  # the system prompt and instruction are shared
-    full, inp = A.input_embeddings(model, batch)
+    full, inp = FW.input_embeddings(model, batch)
     with torch.no_grad():
-        cached = A.make_forward(model, batch)(inp, *A._args(batch, full))
+        cached = FW.make_forward(model, batch)(inp, *FW.forward_args(batch, full))
         for b, rp in enumerate(batch.rendered):
             out = model(input_ids=torch.tensor([rp.input_ids])).logits[0, -1]
             plain = torch.log_softmax(out.float(), -1)[batch.target[b]]

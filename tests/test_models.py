@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from xalign_utils import data, models, prompts
+from xalign_utils import data, models, prompts, scoring
 
 
 def test_corrupted_gguf_is_refused(tmp_path):
@@ -39,11 +39,11 @@ def test_label_scoring_on_esnli(model_and_tokenizer, raw_dir):
     model, tok = model_and_tokenizer
     exs = data.load_esnli_highlights("test", raw_dir=raw_dir)[:5]
     ids = [prompts.render(tok, ex, "classify").input_ids for ex in exs]
-    logp = models.label_logprobs(model, tok, ids, "esnli", batch_size=2)
+    logp = scoring.label_logprobs(model, tok, ids, "esnli", batch_size=2)
     assert logp.shape == (5, 3) and np.isfinite(logp).all()
     assert (np.exp(logp).sum(1) <= 1 + 1e-6).all()
     # batching and padding do not change the numbers
-    alone = models.label_logprobs(model, tok, ids[:1], "esnli", batch_size=1)
+    alone = scoring.label_logprobs(model, tok, ids[:1], "esnli", batch_size=1)
     np.testing.assert_allclose(alone[0], logp[0], atol=1e-4)
 
 
@@ -53,8 +53,8 @@ def test_cached_scoring_equals_a_plain_forward(model_and_tokenizer):
     ex = data.make_synthetic(1)[0]
     ids = prompts.render(tok, ex, "classify").input_ids
     verbs = ["hate speech", "contradiction", "no"]  # 1..3 tokens each
-    got = models.score_labels(model, tok, [ids], verbs)[0]
-    for j, v in enumerate(models.verbaliser_ids(tok, verbs)):
+    got = scoring.score_labels(model, tok, [ids], verbs)[0]
+    for j, v in enumerate(scoring.verbaliser_ids(tok, verbs)):
         with torch.no_grad():
             lp = torch.log_softmax(model(torch.tensor([ids + v])).logits[0].double(), -1)
         want = sum(lp[len(ids) - 1 + t, v[t]].item() for t in range(len(v)))

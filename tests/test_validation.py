@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xalign_utils import consistency, validation
-from xalign_utils.metrics import ci_table, paired_tests
+from xalign_utils import consistency, models, reports, validation
+from xalign_utils.stats import ci_table, paired_tests
 
 
 def test_ci_table_counts_undefined_values():
@@ -170,7 +170,7 @@ def test_randomising_every_layer_changes_the_model(model_and_tokenizer):
     import torch
 
     model, _ = model_and_tokenizer
-    rnd = validation.randomise_top_layers(model, 2, seed=0)
+    rnd = models.randomise_top_layers(model, 2, seed=0)
     top, low = len(model.model.layers) - 1, 0
     assert not torch.equal(
         rnd.model.layers[top].mlp.up_proj.weight, model.model.layers[top].mlp.up_proj.weight
@@ -180,7 +180,7 @@ def test_randomising_every_layer_changes_the_model(model_and_tokenizer):
     )
     emb = model.model.embed_tokens.weight.clone()
     assert torch.equal(rnd.model.embed_tokens.weight, emb)  # layers only: embeddings kept
-    everything = validation.randomise_top_layers(model, len(model.model.layers) + 1, seed=0)
+    everything = models.randomise_top_layers(model, len(model.model.layers) + 1, seed=0)
     assert not torch.equal(everything.model.embed_tokens.weight, emb)
     assert not torch.equal(
         everything.model.layers[low].mlp.up_proj.weight, model.model.layers[low].mlp.up_proj.weight
@@ -189,7 +189,6 @@ def test_randomising_every_layer_changes_the_model(model_and_tokenizer):
 
 
 def test_tests_in_words_state_direction_and_nulls():
-    from xalign_utils.metrics import tests_in_words
 
     tests = pd.DataFrame(
         [
@@ -220,11 +219,11 @@ def test_tests_in_words_state_direction_and_nulls():
             },
         ]
     )
-    a, b = tests_in_words(tests, ["g", "metric"])
+    a, b = reports.tests_in_words(tests, ["g", "metric"])
     assert a == "a, m: above random: up; below random: down (n = 38–40 pairs)."
     assert b == (
         "Nothing differs from random after Holm correction in the other 1 group(s) "
         "of g × metric (n = 6–6 pairs)."
     )
-    assert tests_in_words(tests[tests["g"] == "b"], ["g"])[0].startswith("Nothing differs")
-    assert tests_in_words(tests.iloc[0:0], ["g"]) == []
+    assert reports.tests_in_words(tests[tests["g"] == "b"], ["g"])[0].startswith("Nothing differs")
+    assert reports.tests_in_words(tests.iloc[0:0], ["g"]) == []

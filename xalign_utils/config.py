@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,15 @@ class RunConfig:
         bisection_steps: Noiser's bisection steps for the noise scale.
         n_faith: examples per dataset whose attributions notebook 04 scores by erasure
             (each costs about ten re-scored prompts per method).
+        rationale_labels: which labels word lists are elicited for in notebook 02
+            (``gold``, ``pred`` or both, comma-separated); it names its stored table.
+        methods: attribution methods of notebook 03 (empty: every registered method).
+        target: the label attributions explain (``pred``, ``gold`` or ``contrast``).
+        num_processes: processes the attribution runner shards over (numbers unchanged).
+        n_heatmap: heat maps drawn per dataset in notebook 03 (presentation only).
+        strategy: how notebook 04 erases words (``delete`` or ``mask``).
+        mask_text: the replacement text of the ``mask`` strategy.
+        k_values: list lengths of notebook 04's k-sensitivity check.
     """
 
     profile: str = "default"
@@ -118,6 +128,14 @@ class RunConfig:
     noise_samples: int = 10
     bisection_steps: int = 10
     n_faith: int = 12
+    rationale_labels: str = "gold"
+    methods: tuple[str, ...] = ()
+    target: str = "pred"
+    num_processes: int = 1
+    n_heatmap: int = 2
+    strategy: str = "delete"
+    mask_text: str = "_"
+    k_values: tuple[int, ...] = (1, 2, 3, 5, 8)
     notes: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -133,7 +151,7 @@ class RunConfig:
                 default so that tuning notebook 03 never invalidates the stored
                 generations of notebook 02.
         """
-        skip = {"notes"} | (set() if attribution else set(ATTRIBUTION_FIELDS))
+        skip = {"notes", *UNHASHED_FIELDS} | (set() if attribution else set(ATTRIBUTION_FIELDS))
         payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         payload["model"] = self.model_name
         blob = json.dumps(payload, sort_keys=True, default=list).encode()
@@ -171,7 +189,17 @@ ATTRIBUTION_FIELDS = (
     "noise_samples",
     "bisection_steps",
     "n_faith",
+    "methods",
+    "target",
+    "strategy",
+    "mask_text",
+    "k_values",
 )
+
+#: Fields that never enter a hash: they change no stored number (``num_processes``: the
+#: sharded runner is tested equal to one process; ``n_heatmap``: figures only) or name
+#: their own stored table (``rationale_labels``).
+UNHASHED_FIELDS = ("rationale_labels", "num_processes", "n_heatmap")
 
 PROFILES: dict[str, RunConfig] = {
     "smoke": RunConfig(
@@ -224,9 +252,14 @@ def _coerce(name: str, value: object, default: object) -> object:
     if value is None or value == "":
         return default
     if isinstance(default, tuple):
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return tuple(value)  # type: ignore[arg-type]
+        parts = (
+            [part.strip() for part in value.split(",") if part.strip()]
+            if isinstance(value, str)
+            else list(value)  # type: ignore[call-overload]
+        )
+        if default and all(isinstance(v, int) for v in default):
+            return tuple(int(p) for p in parts)
+        return tuple(parts)
     if isinstance(default, bool):
         return str(value).lower() in {"1", "true", "yes"}
     if isinstance(default, int):
@@ -264,3 +297,28 @@ def load_config(profile: str = "default", **overrides: object) -> RunConfig:
         if env_model:
             changes["model"] = env_model
     return dataclasses.replace(base, **changes)
+
+
+def parameter_names() -> list[str]:
+    """Every overridable run-config field as a notebook / ``make`` parameter (``N_EVAL``).
+
+    The Makefile derives its list of command-line overrides from this, so a new field is
+    overridable everywhere without editing anything else.
+    """
+    return [f.name.upper() for f in dataclasses.fields(RunConfig) if f.name != "notes"]
+
+
+def from_parameters(namespace: Mapping[str, object]) -> RunConfig:
+    """Build the run config from a notebook's parameters (``from_parameters(globals())``).
+
+    Reads ``PROFILE`` and every name of :func:`parameter_names` present in ``namespace``;
+    papermill injects the ones given on the command line, so a parameter the notebook's
+    own cell does not list is still honoured. ``None`` keeps the profile's value.
+    """
+    profile = str(namespace.get("PROFILE") or "default")
+    overrides = {
+        name: namespace[name]
+        for name in parameter_names()
+        if name != "PROFILE" and name in namespace
+    }
+    return load_config(profile, **overrides)

@@ -14,13 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import rankdata, spearmanr
+import pandas as pd
+from scipy.stats import rankdata
 
-from .plausibility import top_k
-
-
-def _undefined(scores: np.ndarray) -> bool:
-    return bool(np.isnan(scores).any())
+from .stats import MetricSpec, has_nan, rank_corr, set_f1, top_k
 
 
 def _positions(explained: Sequence[int], n: int) -> np.ndarray:
@@ -33,7 +30,7 @@ def rank_auc(scores: Sequence[float], explained: Sequence[int]) -> float:
     s = np.asarray(scores, dtype=float)
     pos = _positions(explained, len(s))
     n_pos, n_neg = len(pos), len(s) - len(pos)
-    if n_pos == 0 or n_neg == 0 or _undefined(s):
+    if n_pos == 0 or n_neg == 0 or has_nan(s):
         return float("nan")
     ranks = rankdata(s)  # average ranks handle ties
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
@@ -45,11 +42,9 @@ def f1_at_k(scores: Sequence[float], explained: Sequence[int], k: int | None = N
     s = np.asarray(scores, dtype=float)
     pos = set(_positions(explained, len(s)).tolist())
     k = len(pos) if k is None else k
-    if not pos or k <= 0 or _undefined(s):
+    if not pos or k <= 0 or has_nan(s):
         return float("nan")
-    chosen = set(top_k(s, k))
-    tp = len(chosen & pos)
-    return 2 * tp / (len(chosen) + len(pos)) if tp else 0.0
+    return set_f1(top_k(s, k), pos)
 
 
 def mass_lift(magnitudes: Sequence[float], explained: Sequence[int]) -> float:
@@ -57,7 +52,7 @@ def mass_lift(magnitudes: Sequence[float], explained: Sequence[int]) -> float:
     NaN for an empty explanation or zero total mass."""
     m = np.abs(np.asarray(magnitudes, dtype=float))
     pos = _positions(explained, len(m))
-    if len(pos) == 0 or _undefined(m) or m.sum() <= 0:
+    if len(pos) == 0 or has_nan(m) or m.sum() <= 0:
         return float("nan")
     return float((m[pos].sum() / m.sum()) / (len(pos) / len(m)))
 
@@ -67,9 +62,7 @@ def graded_spearman(scores: Sequence[float], grades: Sequence[float]) -> float:
     ``k − rank`` for the words a list names, 0 for the rest). NaN when either is
     constant."""
     s, g = np.asarray(scores, dtype=float), np.asarray(grades, dtype=float)
-    if len(s) < 2 or _undefined(s) or np.ptp(s) == 0 or np.ptp(g) == 0:
-        return float("nan")
-    return float(spearmanr(s, g).statistic)
+    return rank_corr(s, g)
 
 
 def list_grades(explained_in_order: Sequence[int], n: int) -> np.ndarray:
@@ -96,15 +89,33 @@ def profile_distance(a: Sequence[float], b: Sequence[float]) -> float:
     return float(1 - x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
 
 
+def _graded(magnitudes: Sequence[float], explained: Sequence[int]) -> float:
+    return graded_spearman(magnitudes, list_grades(explained, len(magnitudes)))
+
+
+#: The consistency family: an explanation's words against one attribution's word
+#: magnitudes, with the value an uninformative explanation gets.
+METRICS: dict[str, MetricSpec] = {
+    m.name: m
+    for m in (
+        MetricSpec(
+            "rank_auc", rank_auc, chance=0.5, description="P(explained word outranks another)"
+        ),
+        MetricSpec(
+            "f1_at_k", f1_at_k, description="F1 of the top-|explanation| words (chance k/n)"
+        ),
+        MetricSpec(
+            "mass_lift", mass_lift, chance=1.0, description="attribution mass share ÷ word share"
+        ),
+        MetricSpec("graded_spearman", _graded, chance=0.0, description="ρ with the list's order"),
+    )
+}
+
+
 def consistency_row(magnitudes: Sequence[float], explained: Sequence[int]) -> dict:
     """All set-based consistency metrics of one explanation (positions in the order the
     explanation names them) against one attribution's word magnitudes."""
-    return {
-        "rank_auc": rank_auc(magnitudes, explained),
-        "f1_at_k": f1_at_k(magnitudes, explained),
-        "mass_lift": mass_lift(magnitudes, explained),
-        "graded_spearman": graded_spearman(magnitudes, list_grades(explained, len(magnitudes))),
-    }
+    return {name: spec.function(magnitudes, explained) for name, spec in METRICS.items()}
 
 
 def consistency_table(attributions, explanations):
@@ -120,8 +131,6 @@ def consistency_table(attributions, explanations):
         One row per example × explanation type × method with the metrics of
         :func:`consistency_row`, ``n_explained`` and ``n_words``.
     """
-    import pandas as pd
-
     ok = attributions[attributions["status"].eq("ok")]
     merged = ok.merge(explanations[["id", "explanation", "positions"]], on="id")
     rows = []

@@ -19,9 +19,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from .data import LABELS, Example
-from .prompts import VERBALISERS
+from .models import generate
+from .prompts import render
+from .schema import Example
+from .scoring import parse_label
 
 REFUSAL = re.compile(
     r"\b(i\s*(?:'m| am)\s*(?:sorry|unable|not able)|i\s*can(?:no|')t|as an ai|i do not have|i don't have)\b",
@@ -62,8 +65,6 @@ def stem(token: str) -> str:
 
 def stop_words() -> frozenset[str]:
     """English stop words (scikit-learn's list) plus tokenisation debris."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
     return frozenset(ENGLISH_STOP_WORDS) | {"``", "''", "'s", "n't", "s", "t"}
 
 
@@ -185,28 +186,6 @@ def cited_positions(
     return sorted(positions), matched
 
 
-def parse_label(text: str, dataset: str) -> str | None:
-    """The label a generated answer names, or ``None`` when it names none or is ambiguous.
-
-    After an ``Answer:`` marker the first label mentioned counts. Without a marker the
-    text must mention exactly one label (an output listing every option names none).
-    """
-    text = text or ""
-    m = re.search(r"answer\s*[:：]\s*(.*)", text, re.I | re.S)
-    scope = (m.group(1) if m else text).lower()
-    hits: list[tuple[int, str]] = []
-    for label in LABELS[dataset]:
-        for form in {VERBALISERS[dataset][label].lower(), label.lower()}:
-            hit = re.search(rf"\b{re.escape(form)}\b", scope)
-            if hit:
-                hits.append((hit.start(), label))
-    if not hits:
-        return None
-    if m:
-        return min(hits)[1]
-    return hits[0][1] if len({lab for _, lab in hits}) == 1 else None
-
-
 def split_explanation(text: str, order: str) -> str:
     """The explanation part of an explain-then-predict / predict-then-explain output."""
     text = text or ""
@@ -260,9 +239,6 @@ def elicit(
         One row per example: ``id``, ``dataset``, ``role``, ``asked_label``, ``k``,
         ``raw`` and ``hit_limit``.
     """
-    from .models import generate
-    from .prompts import render
-
     labels = list(labels) if labels is not None else [ex.label for ex in examples]
     ks = [rationale_k(ex, fixed_k) for ex in examples]
     rendered = [

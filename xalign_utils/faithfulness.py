@@ -28,13 +28,37 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import torch
+from scipy.special import softmax
 
-from .data import LABELS, Example
-from .metrics import percentile_bootstrap
-from .plausibility import top_k
+from .data.registry import LABELS
+from .forward import forward_args, input_embeddings, make_forward, prepare
 from .prompts import render
+from .schema import Example
+from .scoring import label_logprobs
+from .stats import MetricSpec, percentile_bootstrap, top_k
 
 BINS = (1, 5, 10, 20, 50)
+
+#: The faithfulness family: columns of :func:`erasure_table` and :func:`soft_erasure`,
+#: per example × method. Direction matters: sufficiency is a drop, so lower is better.
+METRICS: dict[str, MetricSpec] = {
+    m.name: m
+    for m in (
+        MetricSpec("comp_aopc", description="comprehensiveness AOPC: p drop when top words go"),
+        MetricSpec(
+            "suff_aopc",
+            higher_is_better=False,
+            description="sufficiency AOPC: p drop keeping only top words",
+        ),
+        MetricSpec(
+            "soft_norm_comp", description="soft-normalised comprehensiveness (Zhao & Aletras)"
+        ),
+        MetricSpec("soft_norm_suff", description="soft-normalised sufficiency (Zhao & Aletras)"),
+        MetricSpec("flip_topk", description="prediction flips when the top-k words are erased"),
+        MetricSpec("answerable", description="a judge recovers the answer from the top-50% words"),
+    )
+}
 
 
 def bin_size(percent: float, n: int) -> int:
@@ -69,10 +93,6 @@ def label_probabilities(
     model, tokenizer, examples: Sequence[Example], batch_size: int = 16
 ) -> np.ndarray:
     """``[n, n_labels]`` label probabilities renormalised over the label set (one dataset)."""
-    from scipy.special import softmax
-
-    from .models import label_logprobs
-
     datasets = {ex.dataset for ex in examples}
     if len(datasets) != 1:
         raise ValueError(f"one dataset at a time, got {sorted(datasets)}")
@@ -271,10 +291,6 @@ def soft_erasure(
     ``norm_suff = (suff − s0) / (1 − s0)`` and ``norm_comp = comp / (1 − s0)``, NaN when
     ``s0 = 1`` (the zero input already predicts as well as x).
     """
-    import torch
-
-    from .attribution import _args, input_embeddings, make_forward, prepare
-
     gen = torch.Generator().manual_seed(seed)
     ok = attributions[attributions["status"].eq("ok")]
     rows = []
@@ -288,7 +304,7 @@ def soft_erasure(
             full, inp = input_embeddings(model, batch)
             full, inp = full.detach(), inp.detach()
             forward = make_forward(model, batch)
-            args = _args(batch, full)
+            args = forward_args(batch, full)
             with torch.no_grad():
                 p_full = forward(inp, *args).exp()
                 s0 = 1 - (p_full - forward(torch.zeros_like(inp), *args).exp()).clamp(min=0)

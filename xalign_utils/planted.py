@@ -18,8 +18,11 @@ would be an unseen input that the model may read as a trigger.
 from __future__ import annotations
 
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from .data import LABELS, make_synthetic
+from .data.registry import LABELS
+from .data.synthetic import make_synthetic
+from .models import left_pad
 from .prompts import render
 
 
@@ -50,10 +53,6 @@ def build_planted_model(
         The trained model in eval mode with eager attention (usable by every method of
         :mod:`xalign_utils.attribution`), on the CPU.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from .models import left_pad
-
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -2,7 +2,7 @@
 
 Unannotated words (rationale value ``None``) are excluded everywhere; an example with no
 annotated word, NaN scores, or whose metric is undefined (e.g. a single-class rationale
-for AUPRC) gives NaN, which callers count rather than drop (:func:`xalign_utils.metrics.bootstrap_ci`).
+for AUPRC) gives NaN, which callers count rather than drop (:func:`xalign_utils.stats.bootstrap_ci`).
 """
 
 from __future__ import annotations
@@ -10,24 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from sklearn.metrics import auc, precision_recall_curve
 
-
-def top_k(scores: Sequence[float], k: int, among: Sequence[int] | None = None) -> list[int]:
-    """Positions of the ``k`` highest scores (ties: earlier position first), sorted.
-
-    Args:
-        among: candidate positions (default: all).
-    """
-    cand = np.arange(len(scores)) if among is None else np.asarray(among, dtype=int)
-    if k <= 0 or len(cand) == 0:
-        return []
-    vals = np.asarray(scores, dtype=float)[cand]
-    order = np.lexsort((cand, -vals))  # by score descending, then by position
-    return sorted(int(c) for c in cand[order[:k]])
-
-
-def _has_nan(scores: Sequence[float]) -> bool:
-    return bool(np.isnan(np.asarray(scores, dtype=float)).any())
+from .stats import MetricSpec, has_nan, set_f1, top_k
 
 
 def _annotated(rationale: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -44,12 +29,9 @@ def topvar_f1(scores: Sequence[float], rationale: Sequence[int | None]) -> float
     """
     pos, truth = _annotated(rationale)
     k = int(truth.sum())
-    if len(pos) == 0 or k == 0 or _has_nan(scores):
+    if len(pos) == 0 or k == 0 or has_nan(scores):
         return float("nan")
-    chosen = set(top_k(scores, k, among=pos))
-    gold = set(pos[truth == 1].tolist())
-    tp = len(chosen & gold)
-    return 2 * tp / (len(chosen) + len(gold)) if tp else 0.0
+    return set_f1(top_k(scores, k, among=pos), pos[truth == 1].tolist())
 
 
 def spans(mask: Sequence[int]) -> list[tuple[int, int]]:
@@ -118,7 +100,7 @@ def instance_iou_f1(
     NaN when undefined (no annotated or no rationale words)."""
     pos, truth = _annotated(rationale)
     k = int(truth.sum())
-    if len(pos) == 0 or k == 0 or _has_nan(scores):
+    if len(pos) == 0 or k == 0 or has_nan(scores):
         return float("nan")
     pred_mask = np.zeros(len(rationale), dtype=int)
     pred_mask[top_k(scores, k, among=pos)] = 1
@@ -130,10 +112,20 @@ def auprc(scores: Sequence[float], rationale: Sequence[int | None]) -> float:
     """Area under the precision–recall curve of the scores against the human rationale,
     as ERASER computes it (``sklearn`` ``precision_recall_curve`` then ``auc``).
     NaN when the annotated words are all of one class."""
-    from sklearn.metrics import auc, precision_recall_curve
-
     pos, truth = _annotated(rationale)
-    if len(set(truth.tolist())) < 2 or _has_nan(scores):
+    if len(set(truth.tolist())) < 2 or has_nan(scores):
         return float("nan")
     precision, recall, _ = precision_recall_curve(truth, np.asarray(scores, dtype=float)[pos])
     return float(auc(recall, precision))
+
+
+#: The plausibility family: word scores against human rationales (unannotated words
+#: excluded). Chance depends on the rationale's size, so none is given.
+METRICS: dict[str, MetricSpec] = {
+    m.name: m
+    for m in (
+        MetricSpec("topvar_f1", topvar_f1, description="token F1 of the top-k words, k = |human|"),
+        MetricSpec("iou_f1", instance_iou_f1, description="ERASER IOU-F1 of top-k spans"),
+        MetricSpec("auprc", auprc, description="area under the PR curve of the scores"),
+    )
+}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -81,8 +82,6 @@ def attribution_heatmap(
         human: positions of human-rationale words (underlined by a bar under the word).
         max_words: show only the first words of long inputs.
     """
-    import numpy as np
-
     n = min(len(words), max_words)
     mat = np.stack([np.asarray(v, dtype=float)[:n] for v in scores[value]])
     peak = np.abs(mat).max(axis=1, keepdims=True)
@@ -115,8 +114,6 @@ def attribution_heatmap(
 
 def agreement_heatmap(square: pd.DataFrame, title: str = "") -> plt.Figure:
     """Method × method matrix of mean rank correlations (lower triangle, annotated)."""
-    import numpy as np
-
     fig, ax = plt.subplots(
         figsize=(COLUMN_WIDTH_IN, COLUMN_WIDTH_IN * 0.8), constrained_layout=True
     )

@@ -17,19 +17,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .data import LABELS, Example
+from .data.registry import DATASETS, LABELS
+from .schema import Example
 
-#: The verbaliser the model is expected to produce for each label. Label scoring sums
-#: the probability of the lower-case and the capitalised form (:data:`VERBALISER_FORMS`).
+#: The verbaliser the model is expected to produce for each label (from the dataset
+#: registry). Label scoring sums the probability of the lower-case and the capitalised
+#: form (:func:`verbaliser_forms`).
 VERBALISERS: dict[str, dict[str, str]] = {
-    "esnli": {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"},
-    "xnli": {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"},
-    "sst2": {"negative": "negative", "positive": "positive"},
-    "movies": {"negative": "negative", "positive": "positive"},
-    "synthetic": {"negative": "negative", "positive": "positive"},
-    "hatexplain": {"hatespeech": "hate speech", "offensive": "offensive", "normal": "normal"},
-    "fever": {"SUPPORTS": "supports", "REFUTES": "refutes"},
+    name: dict(spec.verbalisers) for name, spec in DATASETS.items() if spec.kind == "classification"
 }
+#: Task instruction with the input fields, per dataset (from the registry).
+TASKS: dict[str, str] = {name: DATASETS[name].task for name in VERBALISERS}
 
 
 def verbaliser_forms(dataset: str, label: str) -> tuple[str, ...]:
@@ -37,24 +35,6 @@ def verbaliser_forms(dataset: str, label: str) -> tuple[str, ...]:
     v = VERBALISERS[dataset][label]
     return tuple(dict.fromkeys((v, v[:1].upper() + v[1:])))
 
-
-_NLI = (
-    "Determine whether the hypothesis is entailed by the premise, contradicts it, or is "
-    "neutral to it.\n\nPremise: {premise}\nHypothesis: {hypothesis}\n\n"
-)
-_SENT = "Determine the sentiment of the following {kind}.\n\n{kind_cap}: {text}\n\n"
-_HATE = "Classify the following social-media post as hate speech, offensive, or normal.\n\nPost: {text}\n\n"
-_FEVER = "Determine whether the evidence supports or refutes the claim.\n\nClaim: {claim}\nEvidence: {evidence}\n\n"
-
-TASKS: dict[str, str] = {
-    "esnli": _NLI,
-    "xnli": _NLI,
-    "sst2": _SENT.replace("{kind}", "sentence").replace("{kind_cap}", "Sentence"),
-    "movies": _SENT.replace("{kind}", "movie review").replace("{kind_cap}", "Review"),
-    "synthetic": _SENT.replace("{kind}", "sentence").replace("{kind_cap}", "Sentence"),
-    "hatexplain": _HATE,
-    "fever": _FEVER,
-}
 
 #: Role → instruction appended to the task text. ``{options}`` lists the verbalisers.
 ROLES: dict[str, str] = {

@@ -25,13 +25,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import torch
+from accelerate import PartialState
 
-from .data import Example, load_examples
+from .attribution import attribute
+from .attribution.registry import COST_TIERS, METHODS, available_methods
+from .data import load_examples, save_examples
+from .models import load_model
+from .schema import Example
 
 
 def _has_gpu() -> bool:
-    import torch
-
     return torch.cuda.is_available()
 
 
@@ -66,11 +70,6 @@ def run_attribution(
         The gathered table (every process returns it after the barrier), rows in the
         order of ``examples`` (then of ``methods``), with an ``example_index`` column.
     """
-    from accelerate import PartialState
-
-    from .attribution import attribute
-    from .models import load_model
-
     state = PartialState(cpu=device == "cpu")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -180,18 +179,10 @@ if __name__ == "__main__":
     main()
 
 
-#: Methods by cost: one forward (or forward/backward) per batch; many passes per
-#: example; Noiser (tokens × noise samples × bisection steps forwards per example).
-ONE_PASS = (
-    "random",
-    "attention",
-    "attention_rollout",
-    "attention_flow",
-    "saliency",
-    "input_x_gradient",
-)
-MANY_PASS = ("integrated_gradients", "gradient_shap", "occlusion", "lime", "kernel_shap")
-COSTLIEST = ("noiser",)
+def attributions_name(cfg) -> str:
+    """Stored-table name of notebook 03's attributions for a config (03 writes it, 04 and
+    later read it): ``attributions_<target>`` plus the method list when it is not all."""
+    return f"attributions_{cfg.target}" + (f"_{'_'.join(cfg.methods)}" if cfg.methods else "")
 
 
 def method_options(cfg) -> dict:
@@ -215,20 +206,17 @@ def attribution_plan(
     methods, ``n_attr_costly`` and ``n_attr_noiser`` for the others), so the smaller
     sets are subsets of the larger and methods are compared on shared examples.
     """
-    chosen = list(methods) if methods else list(ONE_PASS + MANY_PASS + COSTLIEST)
+    chosen = list(methods) if methods else available_methods()
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise KeyError(f"unknown attribution method(s) {unknown}; available: {available_methods()}")
+    sizes = {"one_pass": cfg.n_attr, "many_pass": cfg.n_attr_costly, "costliest": cfg.n_attr_noiser}
     plan = []
-    for group, n in (
-        (ONE_PASS, cfg.n_attr),
-        (MANY_PASS, cfg.n_attr_costly),
-        (COSTLIEST, cfg.n_attr_noiser),
-    ):
-        ms = [m for m in chosen if m in group]
-        subset = [ex for exs in examples.values() for ex in exs[:n]]
+    for tier in COST_TIERS:
+        ms = [m for m in chosen if METHODS[m].cost == tier]
+        subset = [ex for exs in examples.values() for ex in exs[: sizes[tier]]]
         if ms and subset:
             plan.append((ms, subset))
-    unknown = [m for m in chosen if m not in ONE_PASS + MANY_PASS + COSTLIEST]
-    if unknown:
-        raise KeyError(f"unknown attribution method(s) {unknown}")
     return plan
 
 
@@ -254,8 +242,6 @@ def attribute_profile(
     for g, (ms, subset) in enumerate(attribution_plan(cfg, examples, methods)):
         out = work_dir / f"group-{g}.parquet"
         if num_processes > 1:
-            from .data import save_examples
-
             save_examples(subset, work_dir / f"group-{g}.jsonl")
             part = launch(
                 work_dir / f"group-{g}.jsonl",

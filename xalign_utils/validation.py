@@ -9,13 +9,15 @@
 
 from __future__ import annotations
 
-import copy
 import zlib
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
 
-from .plausibility import top_k
+from . import consistency
+from .attribution.registry import METHODS
+from .stats import rank_corr, top_k
 
 
 def random_explanations(
@@ -69,35 +71,8 @@ def oracle_explanations(attributions: pd.DataFrame, explanations: pd.DataFrame) 
     return pd.DataFrame(rows, columns=["id", "method", "explanation", "positions"])
 
 
-def randomise_top_layers(model, n_layers: int, seed: int = 0):
-    """A copy of ``model`` whose top ``n_layers`` decoder layers (and, once every layer
-    is randomised, the final norm) are re-initialised with the model's own initialiser.
-
-    ``n_layers`` beyond the number of decoder layers also re-initialises the input
-    embeddings (and with them a tied output head): the last step of Adebayo et al.'s
-    cascade, which input×gradient needs because it multiplies by the embeddings.
-    """
-    import torch
-
-    torch.manual_seed(seed)
-    rnd = copy.deepcopy(model)
-    layers = rnd.model.layers
-    for layer in list(layers)[max(0, len(layers) - n_layers) :]:
-        layer.apply(rnd._init_weights)
-    if n_layers >= len(layers):
-        rnd.model.norm.apply(rnd._init_weights)
-    if n_layers > len(layers):
-        rnd.model.embed_tokens.apply(rnd._init_weights)
-    rnd.eval()
-    return rnd
-
-
 def seed_agreement(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
     """Spearman ρ of word magnitudes between every pair of seeds, per example × method."""
-    from itertools import combinations
-
-    from .attribution_report import _rank_corr
-
     rows = []
     for (s1, t1), (s2, t2) in combinations(tables.items(), 2):
         merged = t1.merge(t2, on=["id", "method"], suffixes=("_a", "_b"))
@@ -107,25 +82,22 @@ def seed_agreement(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
                     "id": rec.id,
                     "method": rec.method,
                     "seeds": f"{s1}-{s2}",
-                    "rho": _rank_corr(np.asarray(rec.magnitude_a), np.asarray(rec.magnitude_b)),
+                    "rho": rank_corr(np.asarray(rec.magnitude_a), np.asarray(rec.magnitude_b)),
                 }
             )
     return pd.DataFrame(rows, columns=["id", "method", "seeds", "rho"])
 
 
 #: Chance level of each consistency metric (F1@k has none: it depends on k/n).
-CHANCE = {"rank_auc": 0.5, "mass_lift": 1.0, "graded_spearman": 0.0, "f1_at_k": None}
-#: Methods that the planted-evidence test expects to find the trigger.
-FAITHFUL = (
-    "saliency",
-    "input_x_gradient",
-    "integrated_gradients",
-    "gradient_shap",
-    "occlusion",
-    "lime",
-    "kernel_shap",
-    "attention_rollout",
-    "attention_flow",
+CHANCE = {  # verdict rows: the metrics with a fixed chance level first
+    name: consistency.METRICS[name].chance
+    for name in ("rank_auc", "mass_lift", "graded_spearman", "f1_at_k")
+}
+#: Methods expected to find the planted trigger that enter the verdict's faithfulness
+#: check. Noiser is expected faithful too (the planted test checks it) but, the
+#: costliest, runs on too few examples per profile to enter the verdict.
+FAITHFUL = tuple(
+    name for name, spec in METHODS.items() if spec.expected_faithful and spec.cost != "costliest"
 )
 
 

@@ -1,16 +1,78 @@
-"""Metrics with their uncertainty: task performance, plausibility, bootstrap CIs.
+"""Statistics every metric module shares: guards, set-F1, top-k, rank correlation,
+bootstrap CIs (per example and paired), paired tests with Holm correction, CI formatting,
+and the :class:`MetricSpec` each metric family registers its metrics with.
 
 Per-example metrics return ``nan`` when undefined (no annotated word, empty human
-rationale); the aggregation helpers count those rows instead of dropping them silently.
+rationale, constant scores); the aggregation helpers count those rows instead of
+dropping them silently. This module imports nothing from the package.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr, wilcoxon
+from statsmodels.stats.multitest import multipletests
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A metric and how to read it: one registry entry of a metric family.
+
+    Attributes:
+        name: column name in the family's tables (``rank_auc``).
+        function: the per-example function (``None`` for a column that a table-level
+            computation fills, e.g. erasure AOPC).
+        higher_is_better: direction (``False`` for sufficiency, where lower is better).
+        chance: the value of an uninformative explanation or attribution (``None`` when
+            it depends on the example, e.g. F1@k = k/n).
+        description: one line for tables and figure captions.
+    """
+
+    name: str
+    function: Callable[..., float] | None = None
+    higher_is_better: bool = True
+    chance: float | None = None
+    description: str = ""
+
+
+def has_nan(scores: Sequence[float]) -> bool:
+    """True when any score is NaN (the metric is then undefined for that example)."""
+    return bool(np.isnan(np.asarray(scores, dtype=float)).any())
+
+
+def set_f1(chosen: set[int] | Sequence[int], gold: set[int] | Sequence[int]) -> float:
+    """F1 of two position sets (``2·|A∩B| / (|A|+|B|)``); 0 when they share nothing."""
+    a, b = set(chosen), set(gold)
+    tp = len(a & b)
+    return 2 * tp / (len(a) + len(b)) if tp else 0.0
+
+
+def top_k(scores: Sequence[float], k: int, among: Sequence[int] | None = None) -> list[int]:
+    """Positions of the ``k`` highest scores (ties: earlier position first), sorted.
+
+    Args:
+        among: candidate positions (default: all).
+    """
+    cand = np.arange(len(scores)) if among is None else np.asarray(among, dtype=int)
+    if k <= 0 or len(cand) == 0:
+        return []
+    vals = np.asarray(scores, dtype=float)[cand]
+    order = np.lexsort((cand, -vals))  # by score descending, then by position
+    return sorted(int(c) for c in cand[order[:k]])
+
+
+def rank_corr(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman ρ of two paired vectors; NaN when undefined (fewer than two values, a
+    NaN, or a constant side)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) < 2 or has_nan(x) or has_nan(y) or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
 
 
 def token_f1(predicted: Sequence[int], rationale: Sequence[int | None]) -> float:
@@ -23,12 +85,7 @@ def token_f1(predicted: Sequence[int], rationale: Sequence[int | None]) -> float
     gold = {i for i, v in enumerate(rationale) if v == 1}
     if not annotated or not gold:
         return float("nan")
-    pred = set(predicted) & annotated
-    tp = len(pred & gold)
-    if tp == 0:
-        return 0.0
-    precision, recall = tp / len(pred), tp / len(gold)
-    return 2 * precision * recall / (precision + recall)
+    return set_f1(set(predicted) & annotated, gold)
 
 
 def random_topk(rationale: Sequence[int | None], k: int, rng: np.random.Generator) -> list[int]:
@@ -127,8 +184,6 @@ def spearman_ci(
     Returns:
         ``{"value", "ci_low", "ci_high", "n", "n_undefined"}`` like :func:`bootstrap_ci`.
     """
-    from scipy.stats import spearmanr
-
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = ~(np.isnan(a) | np.isnan(b))
     a, b = a[ok], b[ok]
@@ -136,9 +191,7 @@ def spearman_ci(
     out["n_undefined"] = int(ok.size - a.size)
 
     def rho(i: np.ndarray) -> float:
-        if np.ptp(a[i]) == 0 or np.ptp(b[i]) == 0:
-            return np.nan
-        return float(spearmanr(a[i], b[i]).statistic)
+        return rank_corr(a[i], b[i])
 
     if a.size < 3 or np.isnan(rho(np.arange(a.size))):
         return out
@@ -148,6 +201,7 @@ def spearman_ci(
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Share of exact matches."""
     return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
 
 
@@ -242,9 +296,6 @@ def paired_tests(
     Returns ``by``, ``metric``, ``condition``, ``n`` (pairs with both values defined),
     ``median_diff``, ``p``, ``p_holm``, ``reject`` (at 0.05 after correction).
     """
-    from scipy.stats import wilcoxon
-    from statsmodels.stats.multitest import multipletests
-
     rows = []
     metric_names = [metric] if isinstance(metric, str) else list(metric)
     for (key, grp), name in itertools.product(df.groupby(list(by), sort=False), metric_names):
@@ -281,40 +332,4 @@ def paired_tests(
             reject, p_holm, _, _ = multipletests(out.loc[tested, "p"], method="holm")
             out.loc[tested, "p_holm"] = p_holm
             out.loc[tested, "reject"] = reject
-    return out
-
-
-def tests_in_words(
-    tests: pd.DataFrame, by: Sequence[str], condition: str = "method", reference: str = "random"
-) -> list[str]:
-    """Sentences from :func:`paired_tests` output: one per group where some condition
-    differs from the reference after Holm correction (with its direction), and one for
-    all the groups where nothing does.
-
-    For metrics where smaller is better (sufficiency) "below" is the favourable side;
-    the sentence states the direction, the reader the meaning.
-    """
-    out: list[str] = []
-    if tests.empty:
-        return out
-    nulls, null_n = 0, []
-    for key, grp in tests.groupby(list(by), sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        hit = grp[grp["reject"].astype(bool)]
-        up = hit[hit["median_diff"] > 0][condition].tolist()
-        down = hit[hit["median_diff"] < 0][condition].tolist()
-        if not up and not down:
-            nulls += 1
-            null_n += grp["n"].tolist()
-            continue
-        parts = [f"above {reference}: {', '.join(map(str, up))}"] if up else []
-        parts += [f"below {reference}: {', '.join(map(str, down))}"] if down else []
-        n = f"n = {int(grp['n'].min())}–{int(grp['n'].max())} pairs"
-        out.append(f"{', '.join(map(str, key))}: {'; '.join(parts)} ({n}).")
-    if nulls:
-        others = "the other " if out else "all "
-        out.append(
-            f"Nothing differs from {reference} after Holm correction in {others}{nulls} "
-            f"group(s) of {' × '.join(by)} (n = {min(null_n)}–{max(null_n)} pairs)."
-        )
     return out

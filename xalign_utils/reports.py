@@ -1,4 +1,5 @@
-"""Summaries of an attribution table: health, runtime, and agreement between methods.
+"""Tables and sentences generated from result tables: attribution health, runtime,
+agreement between methods, and paired tests in words (prose that stays true on re-runs).
 
 Input everywhere is the tidy table of :func:`xalign_utils.attribution.attribute` (one row
 per example × method, word-score arrays in ``signed``/``magnitude``).
@@ -6,13 +7,13 @@ per example × method, word-score arrays in ``signed``/``magnitude``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
-from .metrics import bootstrap_ci
+from .stats import bootstrap_ci, rank_corr
 
 
 def health(df: pd.DataFrame) -> pd.DataFrame:
@@ -51,13 +52,6 @@ def health(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def _rank_corr(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman ρ of two word-score vectors; NaN when either is constant (undefined)."""
-    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
-
-
 def pairwise_agreement(df: pd.DataFrame, score: str = "magnitude") -> pd.DataFrame:
     """Spearman rank correlation between every pair of methods, per example.
 
@@ -73,9 +67,7 @@ def pairwise_agreement(df: pd.DataFrame, score: str = "magnitude") -> pd.DataFra
             sa, sb = rec.get(a), rec.get(b)
             if not isinstance(sa, np.ndarray) or not isinstance(sb, np.ndarray):
                 continue  # a method not run on this example (subset sizes differ)
-            rows.append(
-                {"dataset": dataset, "id": ex_id, "a": a, "b": b, "rho": _rank_corr(sa, sb)}
-            )
+            rows.append({"dataset": dataset, "id": ex_id, "a": a, "b": b, "rho": rank_corr(sa, sb)})
     return pd.DataFrame(rows, columns=["dataset", "id", "a", "b", "rho"])
 
 
@@ -139,5 +131,41 @@ def interpretation(health_table: pd.DataFrame, agreement: pd.DataFrame) -> list[
             f"{hi['n']}); the most distant is {lo['a']}–{lo['b']} (ρ = {lo['value']:.2f}). "
             f"Pairs with the random baseline average ρ = {rnd.mean():.2f}, the level that "
             "means no agreement."
+        )
+    return out
+
+
+def tests_in_words(
+    tests: pd.DataFrame, by: Sequence[str], condition: str = "method", reference: str = "random"
+) -> list[str]:
+    """Sentences from :func:`paired_tests` output: one per group where some condition
+    differs from the reference after Holm correction (with its direction), and one for
+    all the groups where nothing does.
+
+    For metrics where smaller is better (sufficiency) "below" is the favourable side;
+    the sentence states the direction, the reader the meaning.
+    """
+    out: list[str] = []
+    if tests.empty:
+        return out
+    nulls, null_n = 0, []
+    for key, grp in tests.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        hit = grp[grp["reject"].astype(bool)]
+        up = hit[hit["median_diff"] > 0][condition].tolist()
+        down = hit[hit["median_diff"] < 0][condition].tolist()
+        if not up and not down:
+            nulls += 1
+            null_n += grp["n"].tolist()
+            continue
+        parts = [f"above {reference}: {', '.join(map(str, up))}"] if up else []
+        parts += [f"below {reference}: {', '.join(map(str, down))}"] if down else []
+        n = f"n = {int(grp['n'].min())}–{int(grp['n'].max())} pairs"
+        out.append(f"{', '.join(map(str, key))}: {'; '.join(parts)} ({n}).")
+    if nulls:
+        others = "the other " if out else "all "
+        out.append(
+            f"Nothing differs from {reference} after Holm correction in {others}{nulls} "
+            f"group(s) of {' × '.join(by)} (n = {min(null_n)}–{max(null_n)} pairs)."
         )
     return out

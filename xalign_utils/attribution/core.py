@@ -1,0 +1,166 @@
+"""The one entry point, :func:`attribute`: word-level attributions for a list of
+examples and one or several registered methods (DESIGN.md §7).
+
+Everything is batched over examples (left-padded prompts of one dataset): the forward
+function the methods see takes the embeddings of the *input-word tokens only* and
+scatters them into the full prompt's embeddings (:mod:`xalign_utils.forward`).
+
+Target: the log-probability of the first token of the target label's verbaliser at the
+position where the answer starts (predicted label by default; the gold label; or a
+contrast ``log p(a) − log p(b)``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from ..forward import prepare
+from ..models import context_length
+from ..prompts import ContextLengthError, RenderedPrompt, render
+from ..schema import Example
+from .registry import METHODS, available_methods
+
+
+def _row(ex: Example, rp: RenderedPrompt | None, method: str, **fields) -> dict:
+    return {
+        "id": ex.id,
+        "dataset": ex.dataset,
+        "method": method,
+        "words": ex.flat_words() if rp is None else rp.words,
+        "words_without_tokens": 0 if rp is None else sum(1 for t in rp.word_tokens if not t),
+        "truncated_words": int(ex.meta.get("truncated_words", 0)),
+        **fields,
+    }
+
+
+def attribute(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    method: str | Sequence[str],
+    *,
+    target: str = "pred",
+    labels: Sequence[str] | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+    **options,
+) -> pd.DataFrame:
+    """Word-level attributions for a list of examples (any mix of datasets).
+
+    Several methods can be asked for at once: each batch is then rendered and its
+    target scored once, saliency and input×gradient share one forward/backward, and the
+    attention methods share one forward.
+
+    Args:
+        method: a name from :func:`available_methods`, or a list of them.
+        target: ``pred``, ``gold`` or ``contrast`` (see :func:`prepare`).
+        labels: explicit target labels, one per example.
+        progress: show a tqdm bar over batches.
+        **options: method options (``ig_steps``; ``n_samples`` for LIME/KernelSHAP;
+            ``gradient_shap_samples``; ``noise_samples``, ``bisection_steps``, ``norm``
+            for Noiser; ``seed``...).
+
+    Returns:
+        One row per example × method: ``id``, ``dataset``, ``method``, ``status``
+        (``ok``, or ``context_overflow`` when the prompt exceeds the model's context:
+        reported, with empty scores), ``target_label``, ``words``, ``signed``,
+        ``magnitude``, ``nonfinite`` (NaN/inf scores detected and set to 0),
+        ``words_without_tokens`` (words with no token of their own: score 0),
+        ``truncated_words`` (cut by :func:`xalign_utils.data.truncate` before
+        prompting), ``seconds`` (the method's wall time for the batch ÷ batch size; a
+        pass shared with an earlier method of the same call is paid by that method), and
+        method extras (``ig_delta``, ``noiser_sigma``).
+
+    Raises:
+        KeyError: unknown method; the message lists the valid ones.
+    """
+    methods = [method] if isinstance(method, str) else list(method)
+    for m in methods:
+        if m not in METHODS:
+            raise KeyError(f"unknown attribution method {m!r}; available: {available_methods()}")
+    limit = context_length(model)
+    rows = []
+    chunks = []
+    by_dataset: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        try:
+            render(tokenizer, ex, "classify", max_length=limit)
+        except ContextLengthError:
+            rows += [
+                _row(ex, None, m, status="context_overflow", _order=(i, k))
+                for k, m in enumerate(methods)
+            ]
+            continue
+        by_dataset.setdefault(ex.dataset, []).append(i)
+    for idx in by_dataset.values():
+        chunks += [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
+    for chunk in tqdm(chunks, disable=not progress, desc="attribution", leave=False):
+        batch = prepare(
+            model,
+            tokenizer,
+            [examples[i] for i in chunk],
+            target=target,
+            labels=None if labels is None else [labels[i] for i in chunk],
+        )
+        shared: dict = {}
+        for k, m in enumerate(methods):
+            start = time.perf_counter()
+            scores, extra = METHODS[m].function(model, batch, shared=shared, **options)
+            seconds = (time.perf_counter() - start) / batch.size
+            for b, (ex, rp, (signed, mag)) in enumerate(
+                zip(batch.examples, batch.rendered, scores, strict=True)
+            ):
+                bad = ~np.isfinite(signed) | ~np.isfinite(mag)
+                row = _row(
+                    ex,
+                    rp,
+                    m,
+                    status="ok",
+                    target_label=batch.target_labels[b],
+                    signed=np.where(bad, 0.0, signed),
+                    magnitude=np.where(bad, 0.0, mag),
+                    nonfinite=int(bad.sum()),
+                    seconds=seconds,
+                    _order=(chunk[b], k),
+                )
+                row.update({key: float(values[b]) for key, values in extra.items()})
+                rows.append(row)
+    rows.sort(key=lambda r: r.pop("_order"))  # examples in input order, then methods
+    return pd.DataFrame(rows)
+
+
+def continuation_attribution(
+    model,
+    tokenizer,
+    example: Example,
+    role: str,
+    text: str,
+    **fields: object,
+) -> np.ndarray:
+    """Signed input×gradient word scores of ``log p(text | prompt)`` (all text tokens).
+
+    The attribution profile of a *generated explanation* over the input words, for the
+    CC-SHAP-style comparison with the prediction's profile
+    (:func:`xalign_utils.consistency.profile_distance`). ``fields`` fill the role's
+    template (``label``, ``k``). Returns zeros when ``text`` has no tokens.
+    """
+    prompt = render(tokenizer, example, role, max_length=context_length(model), **fields)
+    full = render(tokenizer, example, role, assistant_prefix=text, **fields)
+    n_prompt = len(prompt.input_ids)
+    if len(full.input_ids) <= n_prompt:
+        return np.zeros(len(full.word_tokens))
+    device = next(model.parameters()).device
+    ids = torch.tensor([full.input_ids], device=device)
+    emb = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    logits = model(inputs_embeds=emb).logits[0, n_prompt - 1 : -1].float()
+    target = ids[0, n_prompt:]
+    value = torch.log_softmax(logits, -1).gather(1, target.unsqueeze(1)).sum()
+    (grad,) = torch.autograd.grad(value, emb)
+    token = (grad * emb).sum(-1)[0].detach().double().cpu().numpy()
+    return np.array([token[span].sum() if span else 0.0 for span in full.word_tokens])
