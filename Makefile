@@ -1,6 +1,8 @@
 # xalign: `make all` executes the notebooks headless, `make test` runs the tests.
-# Both create .venv on first use. PROFILE=smoke|default|paper; any notebook parameter
-# can be overridden on the command line, e.g. `make all PROFILE=default N_EVAL=50`.
+# Both create .venv on first use. PROFILE=smoke|default|paper; every run-config field can be
+# overridden on the command line or from the environment, e.g. `make all PROFILE=default
+# N_EVAL=50` or `make 04 N_FAITH=5`. `make 03` re-executes notebook 03 (and the earlier ones
+# only when their executed copy is missing or out of date).
 
 SHELL := /bin/bash
 PYTHON_SYS ?= python3.11
@@ -8,18 +10,35 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= default
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 RUN_DIR := runs/$(PROFILE)
-# Notebook parameters that may be set from the command line or the environment.
-OVERRIDABLE := MODEL N_EVAL N_TRAIN SEED DATASETS BATCH_SIZE GEN_BATCH_SIZE MAX_NEW_TOKENS TOPK_FIXED RATIONALE_LABELS \
-  IG_STEPS N_ATTR N_ATTR_COSTLY N_ATTR_NOISER N_SAMPLES NOISE_SAMPLES BISECTION_STEPS METHODS TARGET NUM_PROCESSES
-PARAMS := -p PROFILE $(PROFILE) $(foreach v,$(OVERRIDABLE),$(if $($(v)),-p $(v) '$($(v))'))
+
+# Numbered notebooks, in order, and their executed copies in runs/$(PROFILE)/.
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+EXECUTED := $(NOTEBOOKS:notebooks/%=$(RUN_DIR)/%)
+nb_number = $(firstword $(subst _, ,$(notdir $(1))))
+NUMBERS := $(foreach nb,$(NOTEBOOKS),$(call nb_number,$(nb)))
+
+# The overridable notebook parameters are the run-config fields, read from
+# xalign_utils.config.parameter_names() once, when a notebook recipe first needs them (after
+# .venv exists), so `make help` and `make setup` work without it. ADAPTER is passed too.
+OVERRIDABLE = $(eval OVERRIDABLE := $$(shell $(PY) -c 'from xalign_utils.config import parameter_names; print(*parameter_names())' 2>/dev/null))$(OVERRIDABLE)
+EXTRA_PARAMS := ADAPTER
+# `-p NAME 'value'` for a variable set on the command line or in the environment.
+param = $(if $(filter command line environment override,$(origin $(1))),$(if $($(1)),-p $(1) '$(subst ','\'',$($(1)))'))
+PARAMS = $(if $(strip $(OVERRIDABLE)),,$(error cannot read the parameter names with `$(PY) -c 'from xalign_utils.config import parameter_names'`; run `make setup`))-p PROFILE $(PROFILE) $(strip $(foreach v,$(filter-out PROFILE,$(OVERRIDABLE)) $(EXTRA_PARAMS),$(call param,$(v))))
+PAPERMILL = $(VENV)/bin/papermill --kernel python3 --log-level WARNING $(PARAMS)
+
+LAB_PORT ?= 8888
+LAB_IP ?= 127.0.0.1
+LAB_ARGS = --no-browser --ip=$(LAB_IP) --port=$(LAB_PORT) $(if $(filter 0,$(shell id -u)),--allow-root) \
+  $(if $(LAB_TOKEN),--IdentityProvider.token='$(LAB_TOKEN)')
 
 .DEFAULT_GOAL := help
 
 .PHONY: help
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-9s %s\n", $$1, $$2}'
+	@echo "  NN        re-execute notebook NN (e.g. make 03; earlier ones only if out of date)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -32,15 +51,39 @@ $(STAMP): pyproject.toml
 .PHONY: setup
 setup: $(STAMP) ## create .venv (Python 3.11, torch 2.13.0 CPU, the package, the offline model)
 
+# One notebook: runs/$(PROFILE)/NN_name.ipynb from notebooks/NN_name.ipynb. A failed run keeps
+# its output (the failing cell is marked there) but dates it back, so it counts as out of date.
+$(RUN_DIR)/%.ipynb: notebooks/%.ipynb | $(STAMP)
+	@mkdir -p $(@D)
+	@echo ">> $< -> $@ ($(PROFILE))"
+	$(PAPERMILL) $< $@ \
+	  || { test ! -f $@ || touch -d @0 $@; echo "!! $< failed: the failing cell is marked in $@"; exit 1; }
+
+# Each executed notebook depends on the executed notebook of the previous number.
+chain = $(if $(word 2,$(1)),$(eval $(word 2,$(1)): $(word 1,$(1)))$(call chain,$(wordlist 2,$(words $(1)),$(1))))
+$(call chain,$(EXECUTED))
+# `make NN` names the executed notebook NN.
+$(foreach nb,$(NOTEBOOKS),$(eval $(call nb_number,$(nb)): $(RUN_DIR)/$(notdir $(nb))))
+.PHONY: $(NUMBERS)
+
+# Goals that re-execute even when up to date: all of them for `all`, the last for `figures`,
+# NN for `make NN`. Their prerequisites are only rebuilt when out of date.
+FORCED := $(sort $(if $(filter all,$(MAKECMDGOALS)),$(EXECUTED)) \
+  $(if $(filter figures,$(MAKECMDGOALS)),$(lastword $(EXECUTED))) \
+  $(foreach n,$(filter $(NUMBERS),$(MAKECMDGOALS)),$(filter $(RUN_DIR)/$(n)_%,$(EXECUTED))))
+$(if $(FORCED),$(eval $(FORCED): FORCE))
+.PHONY: FORCE
+FORCE:
+
 .PHONY: all
-all: $(STAMP) ## execute every numbered notebook with papermill into runs/$(PROFILE)/
-	@mkdir -p $(RUN_DIR)
-	@set -e; for nb in $(NOTEBOOKS); do \
-	  out=$(RUN_DIR)/$$(basename $$nb); \
-	  echo ">> $$nb -> $$out ($(PROFILE))"; \
-	  $(VENV)/bin/papermill --kernel python3 --log-level WARNING $(PARAMS) $$nb $$out \
-	    || { echo "!! $$nb failed: the failing cell is marked in $$out"; exit 1; }; \
-	done
+all: $(EXECUTED) ## execute every numbered notebook in order into runs/$(PROFILE)/
+
+.PHONY: figures
+figures: $(lastword $(EXECUTED)) ## re-execute the last notebook only (thesis figures and tables)
+
+.PHONY: data
+data: $(STAMP) ## download the raw datasets into data/raw/, verify checksums (network; ONLY='sst2 xnli')
+	$(PY) -m xalign_utils.data.download --dest data/raw $(if $(ONLY),--only $(ONLY))
 
 .PHONY: test
 test: $(STAMP) ## unit + integration tests, then every notebook under the smoke profile
@@ -52,9 +95,10 @@ test-fast: $(STAMP) ## unit tests only (no model, no notebooks)
 	$(VENV)/bin/pytest -q -m "not slow and not notebook"
 
 .PHONY: lab
-lab: $(STAMP) ## open JupyterLab on the notebooks
-	$(PY) -m pip install -q -e '.[lab]'
-	$(VENV)/bin/jupyter lab notebooks/
+lab: $(STAMP) ## JupyterLab on the notebooks, headless (LAB_PORT=8888; prints the URL)
+	@$(PY) -c 'import jupyterlab' 2>/dev/null || $(PY) -m pip install -q -e '.[lab]'
+	@echo "JupyterLab: http://$(LAB_IP):$(LAB_PORT)/lab$(if $(LAB_TOKEN),?token=$(LAB_TOKEN)) (Ctrl-C stops it)"
+	$(VENV)/bin/jupyter lab $(LAB_ARGS) notebooks/
 
 # Inseq as a package overlay on the project's venv: --no-deps skips its CUDA wheels.
 INSEQ_OVERLAY := bench/.inseq
