@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from xalign_utils import plausibility as P
 from xalign_utils import stats
+from xalign_utils.schema import Example
 
 nan = float("nan")
 
@@ -75,3 +78,104 @@ def test_all_words_rationale():
     assert P.topvar_f1(scores, [1, 1, 1]) == 1.0  # k = n: trivially every word
     assert P.instance_iou_f1(scores, [1, 1, 1]) == 1.0
     assert math.isnan(P.auprc(scores, [1, 1, 1]))  # a single class has no PR curve
+
+
+# --------------------------------------------------------------------------- human_alignment
+
+
+def _example(ex_id, dataset, label, words, rationale):
+    return Example(
+        id=ex_id,
+        dataset=dataset,
+        split="test",
+        label=label,
+        segments={"text": " ".join(words)},
+        words={"text": words},
+        rationale=None if rationale is None else {"text": rationale},
+    )
+
+
+ALIGN_EXAMPLES = {
+    # rationale words 1 and 2; word 4 is unannotated
+    "a": _example("a", "esnli", "neutral", ["w0", "w1", "w2", "w3", "w4"], [0, 1, 1, 0, None]),
+    # empty human rationale: F1 undefined (NaN), counted by the caller
+    "b": _example("b", "hatexplain", "normal", ["x0", "x1", "x2"], [0, 0, 0]),
+    # no rationales at all (SST-2): skipped
+    "c": _example("c", "sst2", "positive", ["y0", "y1"], None),
+}
+
+
+def _word_lists() -> pd.DataFrame:
+    rows = []
+    for source in ("gold", "pred"):
+        for role in ("rationale_unbound", "rationale_topk"):
+            for ex_id, positions, k in (("a", [1, 4], 2), ("b", [0], 0), ("c", [1], 3)):
+                rows.append(
+                    {
+                        "id": ex_id,
+                        "role": role,
+                        "label_source": source,
+                        "positions": positions,
+                        "k": k,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _free_text() -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"id": "a", "role": "explain_then_predict", "positions": [1, 2, 3]},
+            {"id": "c", "role": "explain_then_predict", "positions": [0]},
+            {"id": "a", "role": "predict_then_explain", "positions": []},
+        ]
+    )
+
+
+def test_human_alignment_scores_hand_made_lists():
+    scored = P.human_alignment(_word_lists(), _free_text(), ALIGN_EXAMPLES, seed=3)
+    assert list(scored.columns) == ["id", "dataset", "label", "system", "f1"]
+    assert "c" not in set(scored["id"])  # no human rationale: skipped
+    a = scored[scored["id"] == "a"].set_index("system")["f1"]
+    # listed {1, 4}: 4 is unannotated and dropped, {1} vs {1, 2} → 2·1 / (1 + 2)
+    assert a["Unbound"] == pytest.approx(2 / 3) and a["Top-Var"] == pytest.approx(2 / 3)
+    # cited {1, 2, 3} vs {1, 2} → 2·2 / (3 + 2); nothing cited → 0
+    assert a["free text (explain-then-predict)"] == pytest.approx(0.8)
+    assert a["free text (predict-then-explain)"] == 0.0
+    b = scored[scored["id"] == "b"]
+    assert len(b) == 3 and b["f1"].isna().all()  # Unbound, Top-Var, random: all undefined
+    # only gold-label lists are scored, in table order, random right after each Top-Var
+    assert list(scored["system"]) == [
+        "Unbound",
+        "Unbound",
+        "Top-Var",
+        "random Top-Var",
+        "Top-Var",
+        "random Top-Var",
+        "free text (explain-then-predict)",
+        "free text (predict-then-explain)",
+    ]
+
+
+def test_human_alignment_random_baseline_is_seeded_in_row_order():
+    lists = _word_lists()
+    first = P.human_alignment(lists, _free_text(), ALIGN_EXAMPLES, seed=3)
+    again = P.human_alignment(lists, _free_text(), ALIGN_EXAMPLES, seed=3)
+    pd.testing.assert_frame_equal(first, again)
+    # the same draws as one generator walking the Top-Var rows in order
+    rng = np.random.default_rng(3)
+    r = ALIGN_EXAMPLES["a"].flat_rationale()
+    expected = stats.token_f1(stats.random_topk(r, 2, rng), r)
+    got = first.query("id == 'a' and system == 'random Top-Var'")["f1"].item()
+    assert got == pytest.approx(expected)
+    # the k draws come from annotated words only: F1 is always defined for "a"
+    for seed in range(20):
+        f1 = P.human_alignment(lists, _free_text(), ALIGN_EXAMPLES, seed=seed)
+        assert f1.query("id == 'a' and system == 'random Top-Var'")["f1"].notna().all()
+
+
+def test_human_alignment_of_the_pred_source_and_empty_tables():
+    scored = P.human_alignment(_word_lists(), _free_text().iloc[:0], ALIGN_EXAMPLES, 0, "pred")
+    assert set(scored["system"]) == {"Unbound", "Top-Var", "random Top-Var"}
+    empty = P.human_alignment(_word_lists().iloc[:0], _free_text().iloc[:0], ALIGN_EXAMPLES, 0)
+    assert empty.empty and list(empty.columns) == ["id", "dataset", "label", "system", "f1"]

@@ -7,12 +7,14 @@ for AUPRC) gives NaN, which callers count rather than drop (:func:`xalign_utils.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import auc, precision_recall_curve
 
-from .stats import MetricSpec, has_nan, set_f1, top_k
+from .schema import Example
+from .stats import MetricSpec, has_nan, random_topk, set_f1, token_f1, top_k
 
 
 def _annotated(rationale: Sequence[int | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -129,3 +131,63 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("auprc", auprc, description="area under the PR curve of the scores"),
     )
 }
+
+
+#: Table names of the word-list prompts in :func:`human_alignment`.
+WORD_LIST_SYSTEMS = {"rationale_unbound": "Unbound", "rationale_topk": "Top-Var"}
+#: Table name of the seeded random Top-Var baseline.
+RANDOM_TOPVAR = "random Top-Var"
+
+
+def human_alignment(
+    rationales: pd.DataFrame,
+    free_text: pd.DataFrame,
+    examples_by_id: Mapping[str, Example],
+    seed: int,
+    label_source: str = "gold",
+) -> pd.DataFrame:
+    """Token F1 of the model's word lists and free-text citations with human rationales.
+
+    The words a rationale names (``positions``) are scored with
+    :func:`xalign_utils.stats.token_f1` (unannotated words excluded; NaN when the human
+    rationale is empty, to be counted, not dropped). Each Top-Var list also gets a random
+    Top-Var baseline: ``k`` annotated words drawn with one generator seeded by ``seed``,
+    in the order of the rows, so the draw is reproducible. Examples of datasets without
+    human rationales are skipped.
+
+    Args:
+        rationales: parsed word lists (``id``, ``role``, ``k``, ``positions``,
+            ``label_source``); only rows of ``label_source`` are scored.
+        free_text: parsed free-text explanations (``id``, ``role``, ``positions``).
+        examples_by_id: the evaluation examples by id.
+        seed: seed of the random Top-Var draws.
+
+    Returns:
+        One row per example × system: ``id``, ``dataset``, ``label`` (gold), ``system``
+        (``Unbound``, ``Top-Var``, ``random Top-Var``, ``free text (<role>)``), ``f1``;
+        word lists first (in the order of ``rationales``), then free text.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    chosen = rationales[rationales["label_source"] == label_source]
+    for rec in chosen.to_dict("records"):
+        ex = examples_by_id[rec["id"]]
+        if ex.rationale is None:
+            continue
+        r = ex.flat_rationale()
+        base = {"id": ex.id, "dataset": ex.dataset, "label": ex.label}
+        system = WORD_LIST_SYSTEMS[rec["role"]]
+        rows.append({**base, "system": system, "f1": token_f1(rec["positions"], r)})
+        if rec["role"] == "rationale_topk":
+            picked = random_topk(r, rec["k"], rng)
+            rows.append({**base, "system": RANDOM_TOPVAR, "f1": token_f1(picked, r)})
+    for rec in free_text.to_dict("records"):
+        ex = examples_by_id[rec["id"]]
+        if ex.rationale is None:
+            continue
+        system = f"free text ({rec['role'].replace('_', '-')})"
+        f1 = token_f1(rec["positions"], ex.flat_rationale())
+        rows.append(
+            {"id": ex.id, "dataset": ex.dataset, "label": ex.label, "system": system, "f1": f1}
+        )
+    return pd.DataFrame(rows, columns=["id", "dataset", "label", "system", "f1"])

@@ -1,17 +1,23 @@
-"""One thesis style for every figure, and writers for figures and LaTeX tables.
+"""One thesis style for every figure, writers for figures and LaTeX tables, and the
+figures of the notebooks (data, baselines, attribution), drawn from their tables.
 
 Figures are sized for an A4 thesis column (about 15 cm wide), saved as vector PDF plus
-PNG under stable names so LaTeX documents can include them directly.
+PNG under stable names so LaTeX documents can include them directly. Plotting functions
+return the figure; the notebook names and saves it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from sklearn.metrics import confusion_matrix
+
+from .schema import Example
 
 COLUMN_WIDTH_IN = 5.9  # 15 cm
 
@@ -134,3 +140,199 @@ def agreement_heatmap(square: pd.DataFrame, title: str = "") -> plt.Figure:
     ax.tick_params(labelsize=7)
     ax.set_title(title, fontsize=8, loc="left")
     return fig
+
+
+def save_figures(figures: Mapping[str, plt.Figure], folder: Path) -> list[Path]:
+    """:func:`save_figure` for each ``name → figure``; returns the PDF paths."""
+    return [save_figure(fig, name, folder) for name, fig in figures.items()]
+
+
+# --------------------------------------------------------------------------- notebook 01
+
+
+def label_distribution(
+    examples_by_dataset: Mapping[str, Sequence[Example]], xlabel: str
+) -> plt.Figure:
+    """Horizontal counts of gold labels per dataset (one bar colour per label)."""
+    labels = pd.DataFrame(
+        [{"dataset": d, "label": ex.label} for d, exs in examples_by_dataset.items() for ex in exs]
+    )
+    fig, ax = plt.subplots()
+    sns.countplot(data=labels, y="dataset", hue="label", ax=ax)
+    ax.set(xlabel=xlabel, ylabel="")
+    ax.legend(ncol=2, fontsize="x-small", frameon=False, loc="lower right")
+    return fig
+
+
+def dataset_sizes(validation: pd.DataFrame) -> plt.Figure:
+    """Rows of each raw ``loader/split`` (log scale), from notebook 01's validation table."""
+    sizes = validation[["loader", "split", "rows"]].assign(
+        name=validation["loader"] + "/" + validation["split"]
+    )
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 3.2))
+    sns.barplot(data=sizes, y="name", x="rows", ax=ax, color="C0")
+    ax.set(xscale="log", xlabel="rows in the raw files", ylabel="")
+    return fig
+
+
+def rationale_lengths(lengths: pd.DataFrame) -> plt.Figure:
+    """Box plots of rationale words (symlog) and their share of annotated words, per
+    dataset, from :func:`xalign_utils.reports.rationale_lengths`."""
+    fig, axes = plt.subplots(1, 2, figsize=(COLUMN_WIDTH_IN, 2.6))
+    sns.boxplot(data=lengths, y="dataset", x="rationale words", ax=axes[0], showfliers=False)
+    axes[0].set(xscale="symlog", ylabel="")
+    sns.boxplot(
+        data=lengths, y="dataset", x="share of annotated words", ax=axes[1], showfliers=False
+    )
+    axes[1].set(ylabel="", yticklabels=[])
+    return fig
+
+
+# --------------------------------------------------------------------------- notebook 02
+
+
+def label_shares(predictions: pd.DataFrame) -> plt.Figure:
+    """Share of each label among gold labels and among predictions, one panel per dataset
+    (label bias at a glance)."""
+    both = pd.concat(
+        [
+            predictions.assign(kind="gold", value=predictions["label"]),
+            predictions.assign(kind="predicted", value=predictions["pred"]),
+        ]
+    )
+    shares = (
+        both.groupby(["dataset", "kind"])["value"]
+        .value_counts(normalize=True)
+        .rename("share")
+        .reset_index()
+    )
+    g = sns.catplot(
+        data=shares,
+        kind="bar",
+        x="value",
+        y="share",
+        hue="kind",
+        col="dataset",
+        sharex=False,
+        height=2.2,
+        aspect=0.9,
+    )
+    g.set_axis_labels("", "share of examples")
+    for ax in g.axes.flat:
+        ax.tick_params(axis="x", rotation=30)
+    return g.figure
+
+
+def confusion_matrices(
+    predictions: pd.DataFrame, labels: Mapping[str, Sequence[str]]
+) -> plt.Figure:
+    """Gold × predicted counts, one panel per dataset (labels cut to 7 characters)."""
+    groups = list(predictions.groupby("dataset", sort=False))
+    fig, axes = plt.subplots(1, len(groups), figsize=(COLUMN_WIDTH_IN, 2.2))
+    axes = np.atleast_1d(axes)
+    for ax, (name, df) in zip(axes, groups, strict=True):
+        labs = list(labels[name])
+        cm = confusion_matrix(df["label"], df["pred"], labels=labs)
+        short = [lab[:7] for lab in labs]
+        sns.heatmap(
+            cm,
+            annot=True,
+            fmt="d",
+            cbar=False,
+            ax=ax,
+            cmap="Blues",
+            xticklabels=short,
+            yticklabels=short,
+        )
+        ax.set(title=name, xlabel="predicted", ylabel="gold" if ax is axes[0] else "")
+    return fig
+
+
+def ci_dots(
+    long: pd.DataFrame,
+    *,
+    y: str = "system",
+    hue: str = "dataset",
+    xlabel: str = "",
+    xlim: tuple[float, float] | None = (0, 1),
+) -> plt.Figure:
+    """Point estimates with 95% CI bars: one row per ``y`` level, one colour per ``hue``.
+
+    Args:
+        long: ``value``, ``ci_low``, ``ci_high`` per ``y`` × ``hue`` (rows with no value,
+            e.g. undefined for a dataset without rationales, are not drawn).
+    """
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
+    plot = long.dropna(subset=["value"])
+    levels = list(dict.fromkeys(plot[y]))
+    for j, (name, g) in enumerate(plot.groupby(hue, sort=False)):
+        pos = np.array([levels.index(s) for s in g[y]]) + 0.15 * (j - 0.5)
+        ax.errorbar(
+            g["value"],
+            pos,
+            xerr=[g["value"] - g["ci_low"], g["ci_high"] - g["value"]],
+            fmt="o",
+            capsize=2,
+            label=name,
+            color=f"C{j}",
+        )
+    ax.set_yticks(range(len(levels)), levels)
+    ax.invert_yaxis()
+    ax.legend(frameon=False, title="95% bootstrap CI")
+    ax.set(xlabel=xlabel, ylabel="")
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    return fig
+
+
+# --------------------------------------------------------------------------- notebook 03
+
+
+def runtime_bars(runtime: pd.DataFrame) -> plt.Figure:
+    """Seconds per example per method (symlog), from :func:`xalign_utils.reports.runtime`."""
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 3.0))
+    sns.barplot(runtime, x="seconds_per_example", y="method", ax=ax, color="C0")
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlabel("seconds per example (symlog)")
+    ax.set_ylabel("")
+    return fig
+
+
+def attribution_heatmaps(
+    table: pd.DataFrame,
+    shown: Mapping[str, Sequence[str]],
+    examples_by_id: Mapping[str, Example],
+    own_positions: Mapping[str, set[int]],
+    prefix: str = "03_attribution_heatmap",
+) -> dict[str, plt.Figure]:
+    """:func:`attribution_heatmap` of each chosen example, titled with its gold and target
+    labels and the words the model named in its own rationale.
+
+    Args:
+        table: attribution rows (``dataset``, ``id``, ``status``, ``method``,
+            ``target_label``, ``words``, ``magnitude``).
+        shown: dataset → example ids to draw
+            (:func:`xalign_utils.reports.heatmap_examples`).
+        examples_by_id: the evaluation examples (human rationales, words, gold label).
+        own_positions: id → positions the model named
+            (:func:`xalign_utils.reports.model_rationale_positions`).
+
+    Returns:
+        ``<prefix>_<dataset>_<k>`` → figure, in the order of ``shown``.
+    """
+    figures = {}
+    for dataset, ids in shown.items():
+        sub = table[(table["dataset"] == dataset) & (table["status"] == "ok")]
+        for k, ex_id in enumerate(ids):
+            ex, rows = examples_by_id[ex_id], sub[sub["id"] == ex_id]
+            own = own_positions.get(ex_id, set())
+            human = {i for i, v in enumerate(ex.flat_rationale() or []) if v == 1}
+            named = [ex.flat_words()[i] for i in sorted(own)]
+            title = (
+                f"{dataset} {ex_id} | gold: {ex.label} | predicted: {rows['target_label'].iloc[0]}"
+                f" | model's Top-Var words: {', '.join(named) or '(none in the input)'}"
+            )
+            figures[f"{prefix}_{dataset}_{k}"] = attribution_heatmap(
+                rows, list(rows["words"].iloc[0]), highlight=own, human=human, title=title
+            )
+    return figures

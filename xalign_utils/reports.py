@@ -1,18 +1,26 @@
-"""Tables and sentences generated from result tables: attribution health, runtime,
-agreement between methods, and paired tests in words (prose that stays true on re-runs).
+"""Tables and sentences generated from result tables (prose that stays true on re-runs).
 
-Input everywhere is the tidy table of :func:`xalign_utils.attribution.attribute` (one row
+- data (notebook 01): raw files against their published counts, rationale sizes, prompt
+  lengths, and what they show;
+- baselines (notebook 02): the performance and human-alignment findings in words;
+- attribution (notebook 03): run health, runtime, agreement between methods, the
+  examples to draw, and paired tests in words.
+
+Attribution input is the tidy table of :func:`xalign_utils.attribution.attribute` (one row
 per example × method, word-score arrays in ``signed``/``magnitude``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
 
+from .data import summarise
+from .prompts import TASKS, render
+from .schema import Example
 from .stats import bootstrap_ci, rank_corr
 
 
@@ -168,4 +176,229 @@ def tests_in_words(
             f"Nothing differs from {reference} after Holm correction in {others}{nulls} "
             f"group(s) of {' × '.join(by)} (n = {min(null_n)}–{max(null_n)} pairs)."
         )
+    return out
+
+
+# --------------------------------------------------------------------------- notebook 01
+
+
+def source_validation(
+    raw: Mapping[tuple[str, str], Sequence[Example]], published: Mapping[tuple[str, str], int]
+) -> pd.DataFrame:
+    """One row per raw ``(loader, split)``: rows read, rows published, whether they match,
+    and :func:`xalign_utils.data.summarise`'s counts (without the label counts)."""
+    table = pd.DataFrame(
+        [
+            {
+                "loader": name,
+                "split": split,
+                "rows": len(raw[(name, split)]),
+                "published": expected,
+                **{k: v for k, v in summarise(raw[(name, split)]).items() if k != "labels"},
+            }
+            for (name, split), expected in published.items()
+        ]
+    )
+    table["matches"] = table["rows"] == table["published"]
+    return table
+
+
+def label_by_meta(examples: Sequence[Example], key: str) -> pd.DataFrame:
+    """Cross-table of gold labels × ``meta[key]`` (e.g. e-SNLI's annotation scope), with margins."""
+    labels = pd.Series([ex.label for ex in examples], name="label")
+    values = pd.Series([ex.meta[key] for ex in examples], name=key)
+    return pd.crosstab(labels, values, margins=True)
+
+
+def split_summary(splits: Mapping[tuple[str, str], Sequence[Example]]) -> pd.DataFrame:
+    """One row per ``(dataset, role)`` split with :func:`xalign_utils.data.summarise`'s counts."""
+    return pd.DataFrame(
+        [{"dataset": d, "role": r, **summarise(exs)} for (d, r), exs in splits.items()]
+    )
+
+
+def rationale_lengths(examples_by_source: Mapping[str, Sequence[Example]]) -> pd.DataFrame:
+    """Per annotated example: rationale words and their share of the annotated words.
+
+    Examples without an annotated word are left out (they have no rationale to measure).
+
+    Returns:
+        ``dataset`` (the key of ``examples_by_source``), ``id``, ``rationale words``,
+        ``share of annotated words``.
+    """
+    rows = []
+    for name, examples in examples_by_source.items():
+        for ex in examples:
+            r = [v for v in ex.flat_rationale() if v is not None]
+            if r:
+                rows.append(
+                    {
+                        "dataset": name,
+                        "id": ex.id,
+                        "rationale words": sum(r),
+                        "share of annotated words": sum(r) / len(r),
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["dataset", "id", "rationale words", "share of annotated words"]
+    )
+
+
+def prompt_lengths(
+    tokenizer, splits: Mapping[tuple[str, str], Sequence[Example]], context: int
+) -> pd.DataFrame:
+    """Classification-prompt lengths of every evaluation example of a classification dataset.
+
+    Returns:
+        ``dataset``, ``id``, ``tokens`` (whole prompt), ``input tokens``, ``words without
+        tokens`` (input words that received no token) and ``over context``.
+    """
+    rows = []
+    for (name, role), examples in splits.items():
+        if role != "eval" or name not in TASKS:
+            continue
+        for ex in examples:
+            rp = render(tokenizer, ex, "classify")
+            rows.append(
+                {
+                    "dataset": name,
+                    "id": ex.id,
+                    "tokens": len(rp.input_ids),
+                    "input tokens": len(rp.input_positions),
+                    "words without tokens": sum(1 for s in rp.word_tokens if not s),
+                    "over context": len(rp.input_ids) > context,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def data_interpretation(
+    validation: pd.DataFrame, splits: pd.DataFrame, lengths: pd.DataFrame, context: int
+) -> list[str]:
+    """Sentences on notebook 01's tables: raw files vs. published counts, truncation,
+    prompt lengths against the context."""
+    bad = validation[~validation["matches"]]
+    out = [
+        f"All {len(validation)} raw files parse and match their published row counts."
+        if bad.empty
+        else f"{len(bad)} of {len(validation)} raw files do not match their published counts: "
+        + ", ".join(bad["loader"] + "/" + bad["split"])
+        + "."
+    ]
+    truncated = splits[splits["truncated_rows"] > 0]
+    out.append(
+        "No sampled input was truncated."
+        if truncated.empty
+        else "Truncation cut "
+        + "; ".join(
+            f"{int(t.truncated_rows)} of {int(t.n)} {t.dataset} {t.role} inputs "
+            f"({int(t.truncated_rationale_words)} rationale words lost)"
+            for t in truncated.itertuples()
+        )
+        + "."
+    )
+    if len(lengths):
+        longest = lengths.loc[lengths["tokens"].idxmax()]
+        out.append(
+            f"The longest evaluation prompt has {int(longest['tokens'])} tokens "
+            f"({longest['dataset']}) of the model's {context}; "
+            f"{int(lengths['over context'].sum())} exceed the context and "
+            f"{int(lengths['words without tokens'].sum())} input words have no token."
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- notebook 02
+
+
+def ci_relation(a: Mapping, b: Mapping) -> str:
+    """``above``/``below`` when two 95% CIs do not overlap (a conservative criterion),
+    else ``not distinguishable from``."""
+    if a["ci_low"] > b["ci_high"]:
+        return "above"
+    if a["ci_high"] < b["ci_low"]:
+        return "below"
+    return "not distinguishable from"
+
+
+def baseline_interpretation(
+    performance: pd.DataFrame,
+    predictions: pd.DataFrame,
+    alignment: pd.DataFrame,
+    rationales: pd.DataFrame,
+    datasets: Sequence[str],
+) -> list[str]:
+    """One Markdown sentence group per dataset: accuracy against the zero-rate baseline,
+    the most predicted label, Top-Var F1 against random Top-Var, and the share of word
+    lists that name no input word.
+
+    Args:
+        performance: :func:`xalign_utils.stats.task_performance` output.
+        predictions: ``dataset`` and ``pred`` per example.
+        alignment: :func:`xalign_utils.baselines.alignment_summary` output.
+        rationales: parsed word lists (``dataset``, ``parse_failure``).
+    """
+    out = []
+    acc = performance[performance["metric"] == "accuracy"]
+    for d in datasets:
+        model_acc = acc[(acc["dataset"] == d) & (acc["system"] == "model")].iloc[0]
+        zero_acc = acc[(acc["dataset"] == d) & (acc["system"] == "zero-rate")].iloc[0]
+        top = predictions.loc[predictions["dataset"] == d, "pred"].value_counts(normalize=True)
+        line = (
+            f"**{d}**: accuracy {model_acc['value']:.1%} is {ci_relation(model_acc, zero_acc)} "
+            f"the zero-rate baseline ({zero_acc['value']:.1%}); {top.iloc[0]:.0%} of "
+            f"predictions are `{top.index[0]}`."
+        )
+        tv = alignment[(alignment["dataset"] == d) & (alignment["system"] == "Top-Var")]
+        rnd = alignment[(alignment["dataset"] == d) & (alignment["system"] == "random Top-Var")]
+        if len(tv) and len(rnd) and not np.isnan(tv.iloc[0]["value"]):
+            line += (
+                f" Prompted Top-Var rationales reach token F1 {tv.iloc[0]['value']:.2f} with "
+                f"the human rationale, {ci_relation(tv.iloc[0], rnd.iloc[0])} random Top-Var "
+                f"({rnd.iloc[0]['value']:.2f})."
+            )
+        fails = rationales.loc[rationales["dataset"] == d, "parse_failure"].mean()
+        out.append(line + f" {fails:.0%} of its word lists name no input word.")
+    return out
+
+
+# --------------------------------------------------------------------------- notebook 03
+
+
+def plan_table(plan: Sequence[tuple[Sequence[str], Sequence[Example]]]) -> pd.DataFrame:
+    """The attribution plan (:func:`xalign_utils.runner.attribution_plan`) as a table."""
+    return pd.DataFrame(
+        [{"methods": ", ".join(ms), "examples": len(exs)} for ms, exs in plan],
+        columns=["methods", "examples"],
+    )
+
+
+def runtime(health_table: pd.DataFrame) -> pd.DataFrame:
+    """Seconds per example per method, averaged over datasets weighted by rows that ran
+    (at least 1, so a dataset where nothing ran still counts), fastest first."""
+    return (
+        health_table.groupby("method", sort=False)
+        .apply(lambda g: np.average(g["seconds_per_example"], weights=g["ok"].clip(lower=1)))
+        .rename("seconds_per_example")
+        .sort_values()
+        .reset_index()
+    )
+
+
+def model_rationale_positions(
+    rationales: pd.DataFrame, role: str = "rationale_topk", label_source: str = "gold"
+) -> dict[str, set[int]]:
+    """Input-word positions the model itself named, per example id (notebook 02's lists)."""
+    own = rationales[(rationales["role"] == role) & (rationales["label_source"] == label_source)]
+    return {i: {int(p) for p in pos} for i, pos in zip(own["id"], own["positions"], strict=True)}
+
+
+def heatmap_examples(table: pd.DataFrame, datasets: Sequence[str], n: int) -> dict[str, list[str]]:
+    """Per dataset, the first ``n`` example ids (in table order) on which the most methods
+    ran without error: the examples every method can be compared on."""
+    out = {}
+    for dataset in datasets:
+        sub = table[(table["dataset"] == dataset) & (table["status"] == "ok")]
+        counts = sub.groupby("id")["method"].nunique()
+        out[dataset] = [i for i in dict.fromkeys(sub["id"]) if counts[i] == counts.max()][:n]
     return out

@@ -9,8 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 Mask = list[int | None]
+T = TypeVar("T")
+
+
+def lookup(table: Mapping[str, T], name: str, what: str) -> T:
+    """``table[name]``, or a KeyError that names ``what`` was asked for and lists the valid
+    names (every registry of the package looks names up through this)."""
+    if name not in table:
+        raise KeyError(f"unknown {what} {name!r}; valid: {sorted(table)}")
+    return table[name]
 
 
 class RawDataError(ValueError):

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from ..forward import prepare
 from ..models import context_length
 from ..prompts import ContextLengthError, RenderedPrompt, render
-from ..schema import Example
-from .registry import METHODS, available_methods
+from ..schema import Example, lookup
+from .registry import METHODS
 
 
 def _row(ex: Example, rp: RenderedPrompt | None, method: str, **fields) -> dict:
@@ -81,9 +81,7 @@ def attribute(
         KeyError: unknown method; the message lists the valid ones.
     """
     methods = [method] if isinstance(method, str) else list(method)
-    for m in methods:
-        if m not in METHODS:
-            raise KeyError(f"unknown attribution method {m!r}; available: {available_methods()}")
+    specs = {m: lookup(METHODS, m, "attribution method") for m in methods}
     limit = context_length(model)
     rows = []
     chunks = []
@@ -111,7 +109,7 @@ def attribute(
         shared: dict = {}
         for k, m in enumerate(methods):
             start = time.perf_counter()
-            scores, extra = METHODS[m].function(model, batch, shared=shared, **options)
+            scores, extra = specs[m].function(model, batch, shared=shared, **options)
             seconds = (time.perf_counter() - start) / batch.size
             for b, (ex, rp, (signed, mag)) in enumerate(
                 zip(batch.examples, batch.rendered, scores, strict=True)

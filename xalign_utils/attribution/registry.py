@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..schema import lookup
 from .attention import attention, flow, rollout
 from .gradient import gradient_shap, input_x_gradient, integrated_gradients, saliency
 from .noiser import noiser
@@ -110,9 +111,7 @@ def method(name: str) -> MethodSpec:
     Raises:
         KeyError: unknown name; the message lists the valid ones.
     """
-    if name not in METHODS:
-        raise KeyError(f"unknown attribution method {name!r}; available: {available_methods()}")
-    return METHODS[name]
+    return lookup(METHODS, name, "attribution method")
 
 
 def methods_where(**facts: object) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..schema import DatasetSpec, Example
+from ..schema import DatasetSpec, Example, lookup
 from .fever import FEVER_LABELS, FEVER_TASK, load_fever
 from .hate import HATE_LABELS, HATE_TASK, load_hatexplain
 from .nexttoken import load_knowns, load_longra
@@ -142,9 +142,7 @@ def dataset(name: str) -> DatasetSpec:
     Raises:
         KeyError: unknown name; the message lists the valid ones.
     """
-    if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; valid: {sorted(DATASETS)}")
-    return DATASETS[name]
+    return lookup(DATASETS, name, "dataset")
 
 
 def load(name: str, split: str, raw_dir: Path | None = None, **kwargs: object) -> list[Example]:
@@ -153,8 +151,7 @@ def load(name: str, split: str, raw_dir: Path | None = None, **kwargs: object) -
     Raises:
         KeyError: unknown name; the message lists the valid ones.
     """
-    if name not in LOADERS:
-        raise KeyError(f"unknown dataset {name!r}; valid: {sorted(LOADERS)}")
+    loader = lookup(LOADERS, name, "dataset")
     if name != "synthetic":
         kwargs.pop("n", None)
-    return LOADERS[name](split, raw_dir=raw_dir, **kwargs)
+    return loader(split, raw_dir=raw_dir, **kwargs)

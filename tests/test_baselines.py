@@ -1,0 +1,211 @@
+"""Notebook 02's tables from hand-made predictions, word lists and free text."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xalign_utils import baselines as B
+from xalign_utils.config import load_config
+from xalign_utils.schema import Example
+
+
+def _example(ex_id: str, label: str) -> Example:
+    words = ["the", "cat", "sat"]
+    return Example(ex_id, "sst2", "dev", label, {"text": " ".join(words)}, {"text": words})
+
+
+PREDICTIONS = pd.DataFrame(
+    {
+        "id": ["a", "b", "c", "d"],
+        "dataset": ["sst2", "sst2", "esnli", "esnli"],
+        "label": ["positive", "negative", "neutral", "entailment"],
+        "pred": ["positive", "positive", "neutral", "neutral"],
+        "greedy_label": ["positive", None, "entailment", "neutral"],
+        "label_mass": [0.5, 0.3, 0.2, 0.4],
+    }
+)
+
+
+def _rationales() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": ["a", "b", "a", "b"],
+            "dataset": ["sst2"] * 4,
+            "role": ["rationale_unbound"] * 2 + ["rationale_topk"] * 2,
+            "label_source": ["gold"] * 4,
+            "parse_failure": [False, True, False, False],
+            "n_out_of_input": [1, 0, 0, 2],
+            "n_items": [3, 0, 2, 2],
+            "hit_limit": [False, False, True, False],
+            "status": ["ok", "empty", "ok", "ok"],
+        }
+    )
+
+
+def test_rationale_sources_and_raw_table_name():
+    assert B.rationale_sources("gold, pred") == ["gold", "pred"]
+    cfg = load_config("smoke", rationale_labels="gold,pred")
+    assert B.raw_rationales_name(cfg) == "rationales_raw_gold_pred"
+    assert B.raw_rationales_name(load_config("smoke")) == "rationales_raw_gold"
+
+
+def test_elicit_rationales_asks_each_source_and_role_in_order(monkeypatch):
+    calls = []
+
+    def fake_elicit(
+        model, tokenizer, examples, role, *, labels, fixed_k, max_new_tokens, batch_size
+    ):
+        calls.append((role, list(labels), fixed_k, max_new_tokens, batch_size))
+        return pd.DataFrame({"id": [ex.id for ex in examples], "role": role, "asked_label": labels})
+
+    monkeypatch.setattr(B, "elicit", fake_elicit)
+    examples = [_example("a", "positive"), _example("b", "negative")]
+    cfg = load_config("smoke", rationale_labels="gold,pred")
+    out = B.elicit_rationales(None, None, examples, PREDICTIONS, cfg)
+    assert [c[0] for c in calls] == ["rationale_unbound", "rationale_topk"] * 2
+    assert calls[0][1] == ["positive", "negative"]  # gold
+    assert calls[2][1] == ["positive", "positive"]  # the model's predictions
+    assert calls[0][2:] == (cfg.topk_fixed, cfg.max_new_tokens, cfg.gen_batch_size)
+    assert list(out["label_source"]) == ["gold"] * 4 + ["pred"] * 4
+    assert list(out.index) == list(range(8))
+
+
+def test_elicit_free_text_doubles_the_token_budget(monkeypatch):
+    budgets = []
+
+    def fake_elicit(model, tokenizer, examples, role, *, max_new_tokens, batch_size):
+        budgets.append((role, max_new_tokens))
+        return pd.DataFrame({"id": [ex.id for ex in examples], "role": role})
+
+    monkeypatch.setattr(B, "elicit", fake_elicit)
+    cfg = load_config("smoke")
+    out = B.elicit_free_text(None, None, [_example("a", "positive")], cfg)
+    assert budgets == [(r, 2 * cfg.max_new_tokens) for r in B.FREE_TEXT_ROLES]
+    assert list(out["role"]) == list(B.FREE_TEXT_ROLES)
+
+
+def test_parse_free_text_adds_the_scored_prediction():
+    raw = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "dataset": ["sst2", "sst2"],
+            "role": ["explain_then_predict", "predict_then_explain"],
+            "raw": ["The cat sat. Answer: negative", "Answer: positive. Explanation: cat"],
+        }
+    )
+    examples = {i: _example(i, "positive") for i in ("a", "b")}
+    out = B.parse_free_text(raw, examples, PREDICTIONS)
+    assert list(out["pred"]) == ["positive", "positive"]
+    assert list(out["answer"]) == ["negative", "positive"]
+    assert list(B.contradicting_answers(out)["id"]) == ["a"]
+
+
+def test_greedy_summary():
+    g = B.greedy_summary(PREDICTIONS)
+    assert g.loc["sst2", "greedy_parse_rate"] == 0.5
+    assert g.loc["sst2", "greedy_agreement"] == 0.5
+    assert g.loc["esnli", "greedy_agreement"] == 0.5
+    assert g.loc["esnli", "mean_label_mass"] == pytest.approx(0.3)
+
+
+def test_parse_statistics_pool_out_of_input_words():
+    stats = B.parse_statistics(_rationales()).loc[("sst2", "rationale_topk", "gold")]
+    assert stats["n"] == 2 and stats["parse_failure_rate"] == 0.0
+    assert stats["out_of_input_rate"] == pytest.approx(2 / 4)  # pooled: 2 of 4 listed words
+    assert stats["mean_items"] == 2 and stats["hit_token_limit"] == 0.5
+    unbound = B.parse_statistics(_rationales()).loc[("sst2", "rationale_unbound", "gold")]
+    assert unbound["out_of_input_rate"] == pytest.approx(1 / 3)
+    status = B.parse_status(_rationales())
+    assert status.loc[("sst2", "rationale_unbound"), "empty"] == 1
+    assert status.loc[("sst2", "rationale_topk"), "ok"] == 2
+    assert list(B.lists_outside_input(_rationales()).index) == [0, 3]
+
+
+def test_free_text_statistics():
+    free = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "dataset": ["sst2", "sst2"],
+            "role": ["explain_then_predict"] * 2,
+            "answer": ["positive", None],
+            "pred": ["positive", "negative"],
+            "answer_failure": [False, True],
+            "empty_explanation": [False, True],
+            "positions": [[0, 2], []],
+            "hit_limit": [True, False],
+        }
+    )
+    row = B.free_text_statistics(free).loc[("sst2", "explain_then_predict")]
+    assert row["n"] == 2 and row["answer_failure_rate"] == 0.5
+    assert row["answer_matches_prediction"] == 0.5 and row["empty_explanation_rate"] == 0.5
+    assert row["mean_cited_words"] == 1.0 and row["hit_token_limit"] == 0.5
+
+
+def test_alignment_summary_counts_undefined_and_keeps_group_order():
+    scored = pd.DataFrame(
+        {
+            "dataset": ["hate", "hate", "esnli", "esnli", "esnli"],
+            "label": ["x", "y", "x", "x", "y"],
+            "system": ["Top-Var", "Top-Var", "Top-Var", "random Top-Var", "Top-Var"],
+            "f1": [0.5, np.nan, 0.2, 0.4, 0.2],
+        }
+    )
+    long = B.alignment_summary(scored, seed=1)
+    assert list(zip(long["dataset"], long["system"], strict=True)) == [
+        ("hate", "Top-Var"),
+        ("esnli", "Top-Var"),
+        ("esnli", "random Top-Var"),
+    ]
+    hate = long.iloc[0]
+    assert hate["value"] == 0.5 and hate["n"] == 1 and hate["n_undefined"] == 1
+    assert long.iloc[1]["ci_low"] == pytest.approx(0.2) == long.iloc[1]["ci_high"]
+    per_label = B.per_label_alignment(scored, seed=1)
+    assert list(per_label["dataset"]) == ["esnli", "esnli", "esnli", "hate", "hate"]  # sorted
+    assert set(per_label.columns) >= {"dataset", "label", "system", "value", "n", "n_undefined"}
+    wide = B.ci_pivot(long, "system", "dataset")
+    assert wide.loc["Top-Var", "hate"] == "50.0 [50.0, 50.0]"
+    assert wide.loc["random Top-Var", "esnli"] == "40.0 [40.0, 40.0]"
+
+
+def _performance() -> pd.DataFrame:
+    rows = []
+    for d, (acc, zero) in {"sst2": (0.5, 0.6), "esnli": (0.4, 0.3)}.items():
+        for metric in ("accuracy", "macro_f1"):
+            for system, v in (("model", acc), ("zero-rate", zero)):
+                rows.append(
+                    {
+                        "dataset": d,
+                        "metric": metric,
+                        "system": system,
+                        "value": v,
+                        "ci_low": v - 0.1,
+                        "ci_high": v + 0.1,
+                        "n": 2,
+                        "n_undefined": 0,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_performance_table_and_headline():
+    table = B.performance_table(_performance(), PREDICTIONS)
+    assert table.loc["sst2", ("accuracy", "model")] == "50.0 [40.0, 60.0]"
+    assert table.loc["esnli", ("n", "")] == 2
+    alignment = pd.DataFrame(
+        {
+            "dataset": ["esnli", "esnli"],
+            "system": ["Top-Var", "random Top-Var"],
+            "value": [0.3, 0.1],
+        }
+    )
+    rationales = _rationales()
+    head = B.headline(_performance(), alignment, rationales, ["sst2", "esnli"])
+    assert list(head.index) == ["sst2", "esnli"]
+    assert head.loc["sst2", "accuracy"] == 0.5 and head.loc["sst2", "zero_rate"] == 0.6
+    assert math.isnan(head.loc["sst2", "top_var_f1"])  # no human rationales
+    assert head.loc["esnli", "top_var_f1"] == 0.3 and head.loc["esnli", "random_top_var_f1"] == 0.1
+    assert head.loc["sst2", "unbound_parse_failure"] == 0.5
