@@ -1,4 +1,5 @@
-"""Shared fixtures: the real raw data, a scratch raw-data folder, the offline model."""
+"""Shared fixtures: the real raw data, a scratch raw-data folder, the offline model, the
+planted-evidence model."""
 
 from __future__ import annotations
 
@@ -43,3 +44,12 @@ def model_and_tokenizer():
 @pytest.fixture(scope="session")
 def tokenizer(model_and_tokenizer):
     return model_and_tokenizer[1]
+
+
+@pytest.fixture(scope="session")
+def planted_model(tokenizer):
+    """A tiny model trained so that the planted trigger word alone decides the answer
+    (:func:`xalign_utils.planted.build_planted_model` with its defaults; trained once)."""
+    from xalign_utils.planted import build_planted_model
+
+    return build_planted_model(tokenizer)

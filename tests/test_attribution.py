@@ -26,16 +26,6 @@ def test_unknown_method_lists_the_valid_ones(model_and_tokenizer, examples):
         A.attribute(model, tok, examples, "shapley_magic")
 
 
-def test_only_input_word_tokens_are_attributed(model_and_tokenizer, examples):
-    model, tok = model_and_tokenizer
-    batch = FW.prepare(model, tok, examples)
-    for b, ex in enumerate(examples):
-        pos = batch.in_pos[b][batch.in_valid[b]]
-        text = tok.decode(batch.ids[b][pos]).split()
-        assert text == ex.flat_words()
-        assert not set(batch.ids[b][pos].tolist()) & set(tok.all_special_ids)
-
-
 def test_every_method_runs_and_is_finite(model_and_tokenizer, examples):
     model, tok = model_and_tokenizer
     options = {"ig_steps": 4, "n_samples": 8, "gradient_shap_samples": 4, "noise_samples": 2}
@@ -183,23 +173,15 @@ def test_prompts_beyond_the_context_are_reported_not_dropped(model_and_tokenizer
     assert set(df[df["id"] == examples[0].id]["status"]) == {"ok"}
 
 
-@pytest.fixture(scope="module")
-def planted(tokenizer):
-    """A tiny model trained so that the planted trigger word alone decides the answer."""
-    from xalign_utils.planted import build_planted_model
-
-    return build_planted_model(tokenizer)
-
-
 FAITHFUL = A.methods_where(expected_faithful=True)  # every method expected to find the trigger
 
 
-def test_faithful_methods_find_the_planted_word(planted, tokenizer):
+def test_faithful_methods_find_the_planted_word(planted_model, tokenizer):
     examples = data.make_synthetic(16, seed=0, length=8)
     trigger = np.array([ex.meta["trigger_position"] for ex in examples])
     options = {"ig_steps": 8, "n_samples": 32, "gradient_shap_samples": 8}
     options.update(noise_samples=4, bisection_steps=6)
-    df = A.attribute(planted, tokenizer, examples, FAITHFUL + ["random"], **options)
+    df = A.attribute(planted_model, tokenizer, examples, FAITHFUL + ["random"], **options)
     assert list(df[df["method"] == "random"]["target_label"]) == [ex.label for ex in examples]
     hits = {
         m: np.mean([np.argmax(s) for s in df[df["method"] == m]["magnitude"]] == trigger)
@@ -208,17 +190,3 @@ def test_faithful_methods_find_the_planted_word(planted, tokenizer):
     assert hits["random"] <= 0.4, hits  # chance is 1/8
     for m in FAITHFUL:
         assert hits[m] >= 0.9 and hits[m] >= hits["random"] + 0.5, (m, hits)
-
-
-def test_prefix_cache_and_padding_leave_the_target_unchanged(model_and_tokenizer, examples):
-    model, tok = model_and_tokenizer
-    mixed = examples[:2] + data.make_synthetic(1, seed=9, length=14)
-    batch = FW.prepare(model, tok, mixed)
-    assert batch.prefix_len > 10  # the system prompt and instruction are shared
-    full, inp = FW.input_embeddings(model, batch)
-    with torch.no_grad():
-        cached = FW.make_forward(model, batch)(inp, *FW.forward_args(batch, full))
-        for b, rp in enumerate(batch.rendered):
-            out = model(input_ids=torch.tensor([rp.input_ids])).logits[0, -1]
-            plain = torch.log_softmax(out.float(), -1)[batch.target[b]]
-            assert cached[b].item() == pytest.approx(plain.item(), abs=1e-4)

@@ -1,3 +1,6 @@
+"""Profiles, overrides, the config hash, notebook parameters and the raw-data folder."""
+
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,45 @@ def test_raw_data_dir_env_and_missing_message(monkeypatch, tmp_path: Path):
     monkeypatch.setattr(config, "DATA_DIR", tmp_path / "project" / "data")
     with pytest.raises(FileNotFoundError, match=r"(?s)esnli/.*sst2/"):
         config.raw_data_dir()
+
+
+def test_parameter_names_are_the_upper_case_fields(monkeypatch):
+    monkeypatch.delenv("XALIGN_MODEL", raising=False)
+    names = config.parameter_names()
+    fields = [f.name for f in dataclasses.fields(config.RunConfig) if f.name != "notes"]
+    assert names == [f.upper() for f in fields]
+    assert {"PROFILE", "N_EVAL", "K_VALUES", "METHODS"} <= set(names)
+    overridable = [n for n in names if n != "PROFILE"]
+    assert config.load_config("smoke", **dict.fromkeys(overridable)) == config.PROFILES["smoke"]
+
+
+def test_from_parameters_reads_the_injected_names(monkeypatch):
+    monkeypatch.delenv("XALIGN_MODEL", raising=False)
+    smoke = config.PROFILES["smoke"]
+    namespace = {
+        "PROFILE": "smoke",
+        "N_EVAL": 7,
+        "SEED": None,  # None keeps the profile's value
+        "K_VALUES": "1,2",  # papermill passes command-line values as strings
+        "METHODS": "saliency, random",
+        "DATASETS": ["sst2"],
+        "N_ATTR": "5",
+        "n_faith": 99,  # not a parameter name: notebook variables are ignored
+        "df": object(),
+        "ADAPTER": "some/adapter",
+    }
+    cfg = config.from_parameters(namespace)
+    assert cfg.profile == "smoke" and cfg.n_eval == 7 and cfg.n_attr == 5
+    assert cfg.seed == smoke.seed and cfg.n_faith == smoke.n_faith
+    assert cfg.k_values == (1, 2) and cfg.methods == ("saliency", "random")
+    assert cfg.datasets == ("sst2",)
+    assert cfg.model is None  # MODEL absent: the offline default
+
+
+def test_from_parameters_defaults_and_unknown_profile(monkeypatch):
+    monkeypatch.delenv("XALIGN_MODEL", raising=False)
+    assert config.from_parameters({}) == config.PROFILES["default"]
+    assert config.from_parameters({"PROFILE": None, "MODEL": None}) == config.PROFILES["default"]
+    with pytest.raises(KeyError, match="smoke") as err:
+        config.from_parameters({"PROFILE": "huge"})
+    assert "huge" in str(err.value)

@@ -1,4 +1,5 @@
-"""`make data`: the download registry, checksums, atomic writes, archives, converters.
+"""`make data`: the download registry (``data.download``), checksums, atomic writes and
+archives (``data.remote``), converters (``data.convert``).
 
 Nothing here touches the network: local files (``file://`` URLs, or an ``opener`` that
 maps each URL to a local file) stand in for the public sources. Where the real raw-data
@@ -16,12 +17,14 @@ import io
 import json
 import re
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from xalign_utils import data
+from xalign_utils.data import convert, remote
 from xalign_utils.data import download as dl
 
 csv.field_size_limit(1 << 30)
@@ -63,7 +66,7 @@ def test_every_entry_has_a_sha256_and_a_safe_unique_destination():
         assert not rel.is_absolute() and ".." not in rel.parts
         assert rel.parts[0] == entry.dataset
         if entry.convert:
-            assert entry.convert.split(":")[0] in dl.CONVERTERS
+            assert entry.convert.split(":")[0] in convert.CONVERTERS
     assert set(dl.DATASETS) == {"esnli", "sst2", "hatexplain", "fever", "movies", "xnli", "knowns"}
 
 
@@ -141,12 +144,12 @@ def test_registry_checksums_match_the_reference_copies(raw_dir, tmp_path, datase
     assert testable
     dest = tmp_path / "raw"
     opener = counting_opener(mapping)
-    with dl.tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as cache:
         for entry in testable:
-            assert dl.fetch(entry, dest, opener, Path(cache)) == "fetched", entry.dest_relpath
+            assert remote.fetch(entry, dest, opener, Path(cache)) == "fetched", entry.dest_relpath
     assert all(n == 1 for n in opener.calls.values())  # each archive downloaded once
     for entry in testable:
-        assert dl.is_current(entry, dest)
+        assert remote.is_current(entry, dest)
     assert leftovers(dest) == []
 
 
@@ -156,8 +159,8 @@ def test_registry_checksums_match_the_reference_copies(raw_dir, tmp_path, datase
 def test_fetch_puts_a_verified_file_in_place(tmp_path):
     src = tmp_path / "source.txt"
     src.write_bytes(b"hello\n")
-    entry = dl.RemoteFile("toy", src.as_uri(), "toy/hello.txt", sha(b"hello\n"))
-    assert dl.fetch(entry, tmp_path / "raw") == "fetched"  # real urllib on a file:// URL
+    entry = remote.RemoteFile("toy", src.as_uri(), "toy/hello.txt", sha(b"hello\n"))
+    assert remote.fetch(entry, tmp_path / "raw") == "fetched"  # real urllib on a file:// URL
     assert (tmp_path / "raw/toy/hello.txt").read_bytes() == b"hello\n"
     assert leftovers(tmp_path / "raw") == []
 
@@ -166,9 +169,9 @@ def test_a_wrong_checksum_raises_and_leaves_nothing(tmp_path):
     src = tmp_path / "source.txt"
     src.write_bytes(b"tampered\n")
     expected = sha(b"hello\n")
-    entry = dl.RemoteFile("toy", src.as_uri(), "toy/hello.txt", expected)
-    with pytest.raises(dl.ChecksumError) as err:
-        dl.fetch(entry, tmp_path / "raw")
+    entry = remote.RemoteFile("toy", src.as_uri(), "toy/hello.txt", expected)
+    with pytest.raises(remote.ChecksumError) as err:
+        remote.fetch(entry, tmp_path / "raw")
     message = str(err.value)
     assert "toy/hello.txt" in message and expected in message
     assert sha(b"tampered\n") in message
@@ -181,9 +184,9 @@ def test_a_failed_replacement_keeps_the_old_file(tmp_path):
     target.write_bytes(b"old\n")
     src = tmp_path / "source.txt"
     src.write_bytes(b"tampered\n")
-    entry = dl.RemoteFile("toy", src.as_uri(), "toy/hello.txt", sha(b"hello\n"))
-    with pytest.raises(dl.ChecksumError):
-        dl.fetch(entry, tmp_path / "raw")
+    entry = remote.RemoteFile("toy", src.as_uri(), "toy/hello.txt", sha(b"hello\n"))
+    with pytest.raises(remote.ChecksumError):
+        remote.fetch(entry, tmp_path / "raw")
     assert target.read_bytes() == b"old\n"
     assert leftovers(tmp_path / "raw") == []
 
@@ -191,14 +194,16 @@ def test_a_failed_replacement_keeps_the_old_file(tmp_path):
 def test_a_current_file_is_skipped_and_a_corrupt_one_replaced(tmp_path):
     src = tmp_path / "source.txt"
     src.write_bytes(b"hello\n")
-    entry = dl.RemoteFile("toy", "https://example.org/hello.txt", "toy/hello.txt", sha(b"hello\n"))
+    entry = remote.RemoteFile(
+        "toy", "https://example.org/hello.txt", "toy/hello.txt", sha(b"hello\n")
+    )
     opener = counting_opener({entry.url: src})
     dest = tmp_path / "raw"
-    assert dl.fetch(entry, dest, opener) == "fetched"
-    assert dl.fetch(entry, dest, opener) == "skipped"
+    assert remote.fetch(entry, dest, opener) == "fetched"
+    assert remote.fetch(entry, dest, opener) == "skipped"
     assert opener.calls[entry.url] == 1
     (dest / "toy/hello.txt").write_bytes(b"corrupt\n")
-    assert dl.fetch(entry, dest, opener) == "replaced"
+    assert remote.fetch(entry, dest, opener) == "replaced"
     assert (dest / "toy/hello.txt").read_bytes() == b"hello\n"
 
 
@@ -222,18 +227,18 @@ def test_zip_members_are_unpacked_and_the_archive_fetched_once(tmp_path):
     archive = _zip(tmp_path / "a.zip", {"A/train.tsv": b"t\n", "A/dev.tsv": b"d\n"})
     url = "https://example.org/A.zip"
     entries = [
-        dl.RemoteFile(
+        remote.RemoteFile(
             "toy", url, "toy/train.tsv", sha(b"t\n"), "A/train.tsv", sha(archive.read_bytes())
         ),
-        dl.RemoteFile(
+        remote.RemoteFile(
             "toy", url, "toy/dev.tsv", sha(b"d\n"), "A/dev.tsv", sha(archive.read_bytes())
         ),
     ]
     opener = counting_opener({url: archive})
     dest = tmp_path / "raw"
-    with dl.tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as cache:
         for entry in entries:
-            assert dl.fetch(entry, dest, opener, Path(cache)) == "fetched"
+            assert remote.fetch(entry, dest, opener, Path(cache)) == "fetched"
     assert opener.calls[url] == 1
     assert (dest / "toy/train.tsv").read_bytes() == b"t\n"
     assert (dest / "toy/dev.tsv").read_bytes() == b"d\n"
@@ -248,18 +253,18 @@ def test_a_tar_folder_member_is_unpacked_and_verified_as_a_tree(tmp_path):
         if name.startswith("top/docs/"):
             (expected_tree / name[len("top/docs/") :]).parent.mkdir(parents=True, exist_ok=True)
             (expected_tree / name[len("top/docs/") :]).write_bytes(blob)
-    entry = dl.RemoteFile(
-        "toy", archive.as_uri(), "toy/docs", dl.tree_sha256(expected_tree), unpack="top/docs/"
+    entry = remote.RemoteFile(
+        "toy", archive.as_uri(), "toy/docs", remote.tree_sha256(expected_tree), unpack="top/docs/"
     )
     dest = tmp_path / "raw"
-    assert dl.fetch(entry, dest) == "fetched"
+    assert remote.fetch(entry, dest) == "fetched"
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
         "toy/docs/a",
         "toy/docs/sub/b",
     ]
-    assert dl.fetch(entry, dest) == "skipped"
+    assert remote.fetch(entry, dest) == "skipped"
     (dest / "toy/docs/a").write_bytes(b"changed\n")
-    assert dl.fetch(entry, dest) == "replaced"
+    assert remote.fetch(entry, dest) == "replaced"
     assert (dest / "toy/docs/a").read_bytes() == b"alpha\n"
     assert leftovers(dest) == []
 
@@ -267,12 +272,12 @@ def test_a_tar_folder_member_is_unpacked_and_verified_as_a_tree(tmp_path):
 def test_a_wrong_folder_or_archive_checksum_leaves_nothing(tmp_path):
     archive = _tar(tmp_path / "a.tar.gz", {"top/docs/a": b"alpha\n"})
     dest = tmp_path / "raw"
-    entry = dl.RemoteFile("toy", archive.as_uri(), "toy/docs", "0" * 64, unpack="top/docs/")
-    with pytest.raises(dl.ChecksumError, match="toy/docs"):
-        dl.fetch(entry, dest)
+    entry = remote.RemoteFile("toy", archive.as_uri(), "toy/docs", "0" * 64, unpack="top/docs/")
+    with pytest.raises(remote.ChecksumError, match="toy/docs"):
+        remote.fetch(entry, dest)
     bad_archive = dataclasses.replace(entry, archive_sha256="1" * 64)
-    with pytest.raises(dl.ChecksumError, match="a.tar.gz"):
-        dl.fetch(bad_archive, dest)
+    with pytest.raises(remote.ChecksumError, match="a.tar.gz"):
+        remote.fetch(bad_archive, dest)
     assert [p for p in dest.rglob("*") if p.name != "toy"] == []
 
 
@@ -280,11 +285,11 @@ def test_archive_members_cannot_escape_the_destination(tmp_path):
     archive = _tar(tmp_path / "a.tar", {"top/docs/../../evil": b"x", "top/docs/ok": b"ok"})
     out = tmp_path / "out"
     out.mkdir()
-    dl.unpack_member(archive, "top/docs/", out)
+    remote.unpack_member(archive, "top/docs/", out)
     assert [p.name for p in out.rglob("*")] == ["ok"]
     assert not (tmp_path / "evil").exists()
     with pytest.raises(KeyError, match="missing"):
-        dl.unpack_member(archive, "missing", out / "x")
+        remote.unpack_member(archive, "missing", out / "x")
 
 
 # --------------------------------------------------------------------------- converters
@@ -306,14 +311,14 @@ def test_xnli_converter_writes_one_language_as_loaded(tmp_path):
     )
     out = tmp_path / "xnli/dev-en.tsv"
     out.parent.mkdir()
-    dl.xnli_dev_tsv(src, out, "en")
+    convert.xnli_dev_tsv(src, out, "en")
     assert out.read_bytes() == (
         b"He said.\tHe called.\tneutral\r\nHe said.\tHe was silent.\tcontradiction\r\n"
     )
     examples = data.load_xnli("dev", raw_dir=tmp_path, langs=["en"])
     assert [ex.label for ex in examples] == ["neutral", "contradiction"]
     with pytest.raises(ValueError, match="no rows"):
-        dl.xnli_dev_tsv(src, out, "fr")
+        convert.xnli_dev_tsv(src, out, "fr")
 
 
 def test_a_converted_entry_is_verified_after_conversion(tmp_path):
@@ -326,7 +331,7 @@ def test_a_converted_entry_is_verified_after_conversion(tmp_path):
         },
     )
     expected = sha(b"A.\tB.\tneutral\r\n")
-    entry = dl.RemoteFile(
+    entry = remote.RemoteFile(
         "xnli",
         archive.as_uri(),
         "xnli/dev-en.tsv",
@@ -334,7 +339,7 @@ def test_a_converted_entry_is_verified_after_conversion(tmp_path):
         "XNLI-1.0/xnli.dev.tsv",
         convert="xnli:en",
     )
-    assert dl.fetch(entry, tmp_path / "raw") == "fetched"
+    assert remote.fetch(entry, tmp_path / "raw") == "fetched"
     assert leftovers(tmp_path / "raw") == []
 
 
@@ -378,14 +383,14 @@ def test_hatexplain_converter_builds_csvs_the_loader_reads(tmp_path):
     (folder / "dataset.json").write_text(json.dumps(TINY_HATEXPLAIN), encoding="utf-8")
     divisions = {"train": [], "val": ["3_gab"], "test": ["2_twitter", "1_gab"]}
     (folder / "post_id_divisions.json").write_text(json.dumps(divisions), encoding="utf-8")
-    assert dict(enumerate(dl.HATEXPLAIN_LABEL_NAMES)) == data.HATEXPLAIN_CODES
+    assert dict(enumerate(convert.HATEXPLAIN_LABEL_NAMES)) == data.HATEXPLAIN_CODES
     item = next(d for d in dl.DERIVED if d.dataset == "hatexplain")
-    assert dl.build_derived(item, tmp_path) == "built"
-    assert dl.build_derived(item, tmp_path) == "skipped"
+    assert remote.build_derived(item, tmp_path) == "built"
+    assert remote.build_derived(item, tmp_path) == "skipped"
     with open(folder / "test.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["id"] for r in rows] == ["2_twitter", "1_gab"]  # the split file's order
-    assert list(rows[0]) == list(dl.HATEXPLAIN_COLUMNS)
+    assert list(rows[0]) == list(convert.HATEXPLAIN_COLUMNS)
     assert ast.literal_eval(rows[1]["annotators"]) == {
         "label": [0, 0, 2],
         "annotator_id": [4, 5, 6],
@@ -412,7 +417,7 @@ def test_hatexplain_converter_reproduces_the_reference_columns(raw_dir):
             ann = ast.literal_eval(r["annotators"])
             dataset[r["id"]] = {
                 "annotators": [
-                    {"label": dl.HATEXPLAIN_LABEL_NAMES[code], "annotator_id": a, "target": t}
+                    {"label": convert.HATEXPLAIN_LABEL_NAMES[code], "annotator_id": a, "target": t}
                     for code, a, t in zip(
                         ann["label"], ann["annotator_id"], ann["target"], strict=True
                     )
@@ -421,8 +426,8 @@ def test_hatexplain_converter_reproduces_the_reference_columns(raw_dir):
                 "post_tokens": ast.literal_eval(r["post_tokens"]),
             }
         assert [r["id"] for r in rows] == divisions[split]
-        expected = [tuple(r[c] for c in dl.HATEXPLAIN_COLUMNS) for r in rows]
-        assert dl.hatexplain_rows(dataset, divisions[split]) == expected
+        expected = [tuple(r[c] for c in convert.HATEXPLAIN_COLUMNS) for r in rows]
+        assert convert.hatexplain_rows(dataset, divisions[split]) == expected
 
 
 ORIGINAL_ESNLI_HEADER = (
@@ -451,7 +456,7 @@ def test_esnli_highlights_are_built_from_the_original_csv(tmp_path):
     )
     (folder / "labels.test").write_text("entailment\ncontradiction\n", encoding="utf-8")
     item = next(d for d in dl.DERIVED if d.outputs == ("esnli/esnli_test_highlights.csv",))
-    assert dl.build_derived(item, tmp_path) == "built"
+    assert remote.build_derived(item, tmp_path) == "built"
     rows = data.load_esnli_highlights("test", raw_dir=tmp_path)
     assert [ex.meta["source_index"] for ex in rows] == [0, 1]
     assert {ex.meta["annotation_scope"] for ex in rows} == {"full"}
@@ -470,9 +475,27 @@ def test_esnli_highlights_refuse_misaligned_labels(tmp_path):
     (folder / "labels.dev").write_text("neutral\n", encoding="utf-8")
     item = next(d for d in dl.DERIVED if d.outputs == ("esnli/esnli_dev_highlights.csv",))
     with pytest.raises(ValueError, match="not aligned"):
-        dl.build_derived(item, tmp_path)
+        remote.build_derived(item, tmp_path)
     assert not (folder / "esnli_dev_highlights.csv").exists()
     assert leftovers(folder) == []
+
+
+def test_a_failed_build_keeps_the_old_outputs_and_leaves_no_temporaries(tmp_path):
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy/in.txt").write_text("input\n")
+    (tmp_path / "toy/a.txt").write_text("old a\n")
+
+    def half_then_fail(inputs, outputs):
+        assert [p.name for p in outputs] == ["a.txt", "b.txt"]  # the outputs' own names
+        outputs[0].write_text("new a\n")
+        raise ValueError("broken input")
+
+    item = remote.Derived("toy", ("toy/in.txt",), ("toy/a.txt", "toy/b.txt"), half_then_fail)
+    with pytest.raises(ValueError, match="broken input"):
+        remote.build_derived(item, tmp_path, force=True)
+    assert (tmp_path / "toy/a.txt").read_text() == "old a\n"
+    assert not (tmp_path / "toy/b.txt").exists()
+    assert leftovers(tmp_path) == []
 
 
 # --------------------------------------------------------------------------- download()

@@ -8,7 +8,6 @@ import pytest
 from xalign_utils import data
 from xalign_utils.explanations import (
     cited_positions,
-    parse_label,
     parse_outputs,
     parse_word_list,
     split_explanation,
@@ -84,14 +83,6 @@ def test_free_text_mapping_excludes_stop_words():
     assert matched == ["dog", "playing", "happy"]
     assert cited_positions("", WORDS) == ([], [])
     assert cited_positions("it is what it is", WORDS) == ([], [])
-
-
-def test_parse_label_needs_an_unambiguous_answer():
-    assert parse_label("Answer: Hate speech", "hatexplain") == "hatespeech"
-    assert parse_label("The post is offensive.\nAnswer: normal", "hatexplain") == "normal"
-    assert parse_label("It is hate speech, offensive, or normal.", "hatexplain") is None
-    assert parse_label("The sentiment is clearly positive.", "sst2") == "positive"
-    assert parse_label("I cannot decide.", "esnli") is None
 
 
 def test_split_explanation_both_orders():

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from xalign_utils import attribution as A
 from xalign_utils import data
 from xalign_utils import faithfulness as F
 
@@ -63,11 +64,8 @@ def test_log_ratio_to_random():
 
 
 @pytest.mark.slow
-def test_erasing_the_planted_word_is_comprehensive(tokenizer):
-    from xalign_utils import attribution as A
-    from xalign_utils.planted import build_planted_model
-
-    model = build_planted_model(tokenizer)
+def test_erasing_the_planted_word_is_comprehensive(planted_model, tokenizer):
+    model = planted_model
     examples = data.make_synthetic(8, seed=0, length=8)
     attr = A.attribute(model, tokenizer, examples, ["occlusion", "random"], seed=1)
     table = F.erasure_table(

@@ -7,15 +7,11 @@ published formats, under ``data/raw/`` (or ``--dest``)::
 
     python -m xalign_utils.data.download [--dest DIR] [--only NAME ...]
 
-:data:`REGISTRY` lists every file: where it comes from, where it goes and its sha256.
-:func:`fetch` downloads one entry to a temporary file next to its destination, checks
-the checksum and only then moves it into place, so a failed or interrupted download
-never leaves a half-written file where a loader would read it. A file that is already
-there with the right checksum is skipped. Archives (zip, tar) are downloaded once per
-run and the listed members unpacked; a member that is a folder is checked with
-:func:`tree_sha256`. Where a loader reads a conversion of the published file (XNLI's
-per-language files, HateXplain's CSVs, the e-SNLI highlight CSVs), the converter is
-here and its input is verified.
+:data:`REGISTRY` lists every file: where it comes from, where it goes and its sha256;
+:data:`DERIVED` the files built from them. How one entry is fetched, verified, unpacked
+and moved into place atomically is :mod:`xalign_utils.data.remote`; the converters
+(XNLI's per-language files, HateXplain's CSVs, the e-SNLI highlight CSVs) are
+:mod:`xalign_utils.data.convert`.
 
 Checksums and where they come from (comments on each entry say which applies):
 
@@ -28,238 +24,22 @@ Checksums and where they come from (comments on each entry say which applies):
 * a file absent from ``../shared/data`` (HateXplain's ``dataset.json``, the original
   e-SNLI CSVs): the sha256 published by Hugging Face ``datasets`` for the same URL.
 
-Only the standard library and :mod:`xalign_utils.config` are imported here: the download
-does not depend on the loaders it feeds.
+Only the standard library, :mod:`xalign_utils.config` and the two modules above are
+imported here: the download does not depend on the loaders it feeds.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
-import hashlib
-import json
-import os
-import shutil
 import sys
-import tarfile
 import tempfile
 import urllib.request
-import zipfile
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import IO
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from .. import config
-
-#: ``opener(url)`` returns a readable binary stream usable as a context manager.
-Opener = Callable[[str], IO[bytes]]
-
-_CHUNK = 1 << 20
-
-
-class ChecksumError(RuntimeError):
-    """A downloaded (or unpacked, or converted) file does not have the expected sha256."""
-
-    def __init__(self, path: Path | str, expected: str, actual: str, source: str = "") -> None:
-        self.path, self.expected, self.actual = str(path), expected, actual
-        where = f" (from {source})" if source else ""
-        super().__init__(
-            f"checksum mismatch for {path}{where}: expected sha256 {expected}, "
-            f"got {actual}; nothing was written there"
-        )
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file (or folder) of a raw dataset and where it comes from.
-
-    Attributes:
-        dataset: the dataset folder it belongs to (``--only`` selects by this name).
-        url: public source: the file itself, or an archive holding it.
-        dest_relpath: destination below the raw-data folder (POSIX separators); the
-            path the loaders read.
-        sha256: of the destination file; for a folder, :func:`tree_sha256` of it.
-        unpack: ``None`` when ``url`` is the file itself; otherwise the member path
-            inside the zip/tar archive at ``url`` (a trailing ``/`` unpacks a folder).
-        archive_sha256: the archive's own published sha256, checked before unpacking
-            (``None`` where no published checksum is known).
-        convert: ``"name:arg"`` of a converter in :data:`CONVERTERS` applied to the
-            downloaded or unpacked file before its checksum is checked.
-    """
-
-    dataset: str
-    url: str
-    dest_relpath: str
-    sha256: str
-    unpack: str | None = None
-    archive_sha256: str | None = None
-    convert: str | None = None
-
-
-@dataclass(frozen=True)
-class Derived:
-    """Files the loaders read that are built from verified registry files.
-
-    No reference checksum exists for them (their published form differs from the
-    copies in ``../shared/data``); they are rebuilt whenever an input is newer.
-    """
-
-    dataset: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    build: Callable[[Sequence[Path], Sequence[Path]], None]
-
-
-# --------------------------------------------------------------------------- hashing
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def tree_sha256(root: Path) -> str:
-    """One sha256 for a folder: over ``"<relative path>\\t<file sha256>\\n"``, sorted.
-
-    Independent of file times and of the order the file system lists entries in, so a
-    folder unpacked from an archive and the same folder copied elsewhere agree.
-    """
-    root = Path(root)
-    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for rel in files:
-        digest.update(f"{rel}\t{file_sha256(root / rel)}\n".encode())
-    return digest.hexdigest()
-
-
-def _checksum(path: Path) -> str:
-    return tree_sha256(path) if path.is_dir() else file_sha256(path)
-
-
-# --------------------------------------------------------------------------- converters
-
-
-def xnli_dev_tsv(src: Path, out: Path, lang: str) -> None:
-    """One language of ``XNLI-1.0/xnli.dev.tsv`` as ``premise<TAB>hypothesis<TAB>label``.
-
-    Mirrors XTREME's ``xnli_preprocess`` (google-research/xtreme, ``utils_preprocess.py``),
-    which wrote the ``dev-<lang>.tsv`` files in ``../shared/data/xnli``: no header, rows in
-    file order, ``csv.writer`` with a tab delimiter (so ``\\r\\n`` line ends).
-    """
-    rows = []
-    with open(src, encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            if i == 0:
-                continue
-            items = line.strip().split("\t")
-            if items[0].strip() != lang:
-                continue
-            label = "contradiction" if items[1].strip() == "contradictory" else items[1].strip()
-            rows.append((items[6].strip(), items[7].strip(), label))
-    if not rows:
-        raise ValueError(f"{src} has no rows for language {lang!r}")
-    with open(out, "w", encoding="utf-8", newline="") as fh:
-        csv.writer(fh, delimiter="\t").writerows(rows)
-
-
-#: Converters by name: ``fn(src, out, arg)`` writes ``out`` from ``src``.
-CONVERTERS: dict[str, Callable[[Path, Path, str], None]] = {"xnli": xnli_dev_tsv}
-
-#: HateXplain's label names in the order of its Hugging Face ``ClassLabel``; the codes
-#: are what the CSV's ``annotators`` column holds (0 = hatespeech, 1 = normal, 2 = offensive).
-HATEXPLAIN_LABEL_NAMES = ("hatespeech", "normal", "offensive")
-HATEXPLAIN_COLUMNS = ("id", "annotators", "rationales", "post_tokens")
-
-
-def hatexplain_rows(dataset: dict, post_ids: Sequence[str]) -> list[tuple[str, str, str, str]]:
-    """Rows of the HateXplain CSV for ``post_ids`` from the published ``dataset.json``.
-
-    ``annotators`` becomes the dict of lists the CSV stores (``{'label': [codes],
-    'annotator_id': [...], 'target': [[...], ...]}``); every column is the Python literal
-    the loader parses with ``ast.literal_eval``.
-    """
-    codes = {name: i for i, name in enumerate(HATEXPLAIN_LABEL_NAMES)}
-    rows = []
-    for post_id in post_ids:
-        post = dataset[post_id]
-        annotators = {
-            "label": [codes[a["label"]] for a in post["annotators"]],
-            "annotator_id": [int(a["annotator_id"]) for a in post["annotators"]],
-            "target": [list(a["target"]) for a in post["annotators"]],
-        }
-        rationales = [[int(v) for v in mask] for mask in post["rationales"]]
-        tokens = [str(t) for t in post["post_tokens"]]
-        rows.append((post_id, repr(annotators), repr(rationales), repr(tokens)))
-    return rows
-
-
-def build_hatexplain(inputs: Sequence[Path], outputs: Sequence[Path]) -> None:
-    """``test.csv`` and ``val.csv`` from ``dataset.json`` and ``post_id_divisions.json``.
-
-    Rows follow the order of the official split file, as in ``../shared/data``; the
-    third-party columns of the shared copy (``masked_tokens`` ...) are not produced (the
-    loaders ignore them).
-    """
-    dataset_json, divisions_json = inputs
-    dataset = json.loads(Path(dataset_json).read_text(encoding="utf-8"))
-    divisions = json.loads(Path(divisions_json).read_text(encoding="utf-8"))
-    for out in outputs:
-        split = Path(out).stem
-        with _atomic_output(Path(out)) as tmp:
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
-                writer = csv.writer(fh, lineterminator="\n")
-                writer.writerow(HATEXPLAIN_COLUMNS)
-                writer.writerows(hatexplain_rows(dataset, divisions[split]))
-
-
-ESNLI_HIGHLIGHT_COLUMNS = (
-    ["pairID", "gold_label", "Sentence1", "Sentence2"]
-    + [
-        f"{c}_{k}"
-        for k in (1, 2, 3)
-        for c in ("Explanation", "Sentence1_marked", "Sentence2_marked")
-    ]
-    + ["annotation_scope", "source_index"]
-)
-
-
-def build_esnli_highlights(inputs: Sequence[Path], outputs: Sequence[Path]) -> None:
-    """``esnli_<split>_highlights.csv`` from the original ``esnli_<split>.csv``.
-
-    The original CSV has every annotator's highlights for every row, in the order of the
-    parallel files, so each row is ``annotation_scope = full`` and ``source_index`` is its
-    0-based row number. That order is checked against ``labels.<split>`` (the second
-    input): a mismatch raises instead of writing misaligned rows. (The copy in
-    ``../shared/data`` is a reassembled subset; this is the complete set.)
-    """
-    original, labels_file = (Path(p) for p in inputs)
-    (out,) = (Path(p) for p in outputs)
-    labels = labels_file.read_text(encoding="utf-8").splitlines()
-    with open(original, encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if len(rows) != len(labels):
-        raise ValueError(f"{original} has {len(rows)} rows but {labels_file} has {len(labels)}")
-    for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
-        if row["gold_label"].strip() != label.strip():
-            raise ValueError(
-                f"{original} row {i + 2}: gold_label {row['gold_label']!r} differs from "
-                f"line {i + 1} of {labels_file} ({label!r}); the files are not aligned"
-            )
-    with _atomic_output(out) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=ESNLI_HIGHLIGHT_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            for i, row in enumerate(rows):
-                writer.writerow({**row, "annotation_scope": "full", "source_index": i})
-
-
-# --------------------------------------------------------------------------- registry
+from .convert import build_esnli_highlights, build_hatexplain
+from .remote import Derived, Opener, RemoteFile, archive_path, build_derived, fetch
 
 _ESNLI_RAW = "https://raw.githubusercontent.com/OanaMariaCamburu/e-SNLI"
 _ESNLI_FILES = (
@@ -525,200 +305,7 @@ DERIVED: tuple[Derived, ...] = (
 DATASETS: tuple[str, ...] = tuple(dict.fromkeys(e.dataset for e in REGISTRY))
 
 
-# --------------------------------------------------------------------------- fetching
-
-
-@contextlib.contextmanager
-def _atomic_output(target: Path, *, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success move it onto ``target``.
-
-    The temporary lives in the same folder, so the final rename is atomic (a folder that
-    already exists is swapped out and removed). On any error the temporary is removed and
-    ``target`` is left as it was.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.part-", dir=target.parent))
-    if not directory:
-        tmp.rmdir()
-    try:
-        yield tmp
-        if directory and target.is_dir():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            old.rmdir()
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, target)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
-
-
-def _download(url: str, out: Path, opener: Opener) -> str:
-    """Stream ``url`` into ``out``; return the sha256 of what was written."""
-    digest = hashlib.sha256()
-    with opener(url) as response, open(out, "wb") as fh:
-        for block in iter(lambda: response.read(_CHUNK), b""):
-            digest.update(block)
-            fh.write(block)
-    return digest.hexdigest()
-
-
-def _archive_path(url: str, cache_dir: Path) -> Path:
-    return cache_dir / (hashlib.sha256(url.encode()).hexdigest()[:16] + "-" + Path(url).name)
-
-
-def _archive(entry: RemoteFile, cache_dir: Path, opener: Opener) -> Path:
-    """The archive at ``entry.url``, downloaded once into ``cache_dir`` and verified."""
-    path = _archive_path(entry.url, cache_dir)
-    if path.is_file():
-        return path
-    with _atomic_output(path) as tmp:
-        actual = _download(entry.url, tmp, opener)
-        if entry.archive_sha256 and actual != entry.archive_sha256:
-            raise ChecksumError(Path(entry.url).name, entry.archive_sha256, actual, entry.url)
-    return path
-
-
-def _safe_relpath(name: str, prefix: str) -> str | None:
-    """``name`` relative to ``prefix`` (``None`` when outside it or unsafe)."""
-    name = name[2:] if name.startswith("./") else name
-    if not name.startswith(prefix):
-        return None
-    rel = PurePosixPath(name[len(prefix) :])
-    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-        return None
-    return rel.as_posix()
-
-
-def unpack_member(archive: Path, member: str, out: Path) -> None:
-    """Extract ``member`` of a zip or tar archive to ``out``.
-
-    A member ending in ``/`` is a folder: every regular file below it is written under
-    ``out`` (which is created). Names are checked so nothing is written outside ``out``.
-
-    Raises:
-        KeyError: the member is not in the archive.
-    """
-    folder = member.endswith("/")
-    found = 0
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                if info.is_dir():
-                    continue
-                rel = _member_target(info.filename, member, folder)
-                if rel is None:
-                    continue
-                dest = out / rel if rel else out
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(dest, "wb") as fh:
-                    shutil.copyfileobj(src, fh, _CHUNK)
-                found += 1
-    else:
-        with tarfile.open(archive, "r:*") as tf:
-            for info in tf:
-                if not info.isfile():
-                    continue
-                rel = _member_target(info.name, member, folder)
-                if rel is None:
-                    continue
-                dest = out / rel if rel else out
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(info)
-                assert src is not None  # a regular file always has data
-                with src, open(dest, "wb") as fh:
-                    shutil.copyfileobj(src, fh, _CHUNK)
-                found += 1
-    if not found:
-        raise KeyError(f"{member!r} is not in the archive {archive.name}")
-
-
-def _member_target(name: str, member: str, folder: bool) -> str | None:
-    """Where archive entry ``name`` goes: a path below the folder, ``""`` for the file."""
-    if folder:
-        return _safe_relpath(name, member)
-    name = name[2:] if name.startswith("./") else name
-    return "" if name == member else None
-
-
-def is_current(entry: RemoteFile, dest: Path) -> bool:
-    """Whether ``entry``'s destination exists under ``dest`` with the expected checksum."""
-    target = Path(dest) / entry.dest_relpath
-    return target.exists() and _checksum(target) == entry.sha256
-
-
-def fetch(
-    entry: RemoteFile,
-    dest: Path,
-    opener: Opener = urllib.request.urlopen,
-    cache_dir: Path | None = None,
-) -> str:
-    """Download (unpack, convert) one registry entry into ``dest`` and verify it.
-
-    Args:
-        entry: what to fetch.
-        dest: the raw-data folder; the result goes to ``dest / entry.dest_relpath``.
-        opener: ``opener(url)`` returns a binary stream (tests pass local files).
-        cache_dir: where archives are kept between entries of one run (a temporary
-            folder, removed afterwards, when ``None``).
-
-    Returns:
-        ``"skipped"`` when the destination already had the right checksum,
-        ``"replaced"`` when a file with a wrong checksum was replaced, else ``"fetched"``.
-
-    Raises:
-        ChecksumError: the result (or the archive) has the wrong sha256; the
-            destination is left as it was and no temporary file remains.
-    """
-    target = Path(dest) / entry.dest_relpath
-    existed = target.exists()
-    if is_current(entry, dest):
-        return "skipped"
-    if entry.unpack is not None and cache_dir is None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as tmp:
-            return fetch(entry, dest, opener, Path(tmp))
-    folder = entry.unpack is not None and entry.unpack.endswith("/")
-    with _atomic_output(target, directory=folder) as tmp:
-        source = tmp.with_name(tmp.name + ".src") if entry.convert else tmp
-        try:
-            if entry.unpack is None:
-                _download(entry.url, source, opener)
-            else:
-                assert cache_dir is not None
-                unpack_member(_archive(entry, cache_dir, opener), entry.unpack, source)
-            if entry.convert:
-                name, _, arg = entry.convert.partition(":")
-                CONVERTERS[name](source, tmp, arg)
-        finally:
-            if source != tmp and source.exists():
-                source.unlink()
-        actual = _checksum(tmp)
-        if actual != entry.sha256:
-            raise ChecksumError(target, entry.sha256, actual, entry.url)
-    return "replaced" if existed else "fetched"
-
-
-def build_derived(item: Derived, dest: Path, force: bool = False) -> str:
-    """Build ``item``'s outputs under ``dest`` when one is missing or older than an input.
-
-    Returns:
-        ``"skipped"`` or ``"built"``.
-    """
-    inputs = [Path(dest) / p for p in item.inputs]
-    outputs = [Path(dest) / p for p in item.outputs]
-    missing = [p for p in inputs if not p.exists()]
-    if missing:
-        raise FileNotFoundError(f"cannot build {item.outputs}: {missing[0]} is missing")
-    newest_input = max(p.stat().st_mtime for p in inputs)
-    if not force and all(p.exists() and p.stat().st_mtime >= newest_input for p in outputs):
-        return "skipped"
-    item.build(inputs, outputs)
-    return "built"
+# --------------------------------------------------------------------------- download
 
 
 def download(
@@ -759,7 +346,7 @@ def download(
             except Exception as err:  # report it and carry on with the other files
                 failed.add(entry.dest_relpath)
                 fail(entry.dest_relpath, err)
-                if entry.unpack is not None and not _archive_path(entry.url, Path(cache)).exists():
+                if entry.unpack is not None and not archive_path(entry.url, Path(cache)).exists():
                     bad_archives[entry.url] = f"archive {entry.url} failed (see above)"
                 continue
             log(f"  {status:8s} {entry.dest_relpath}")
