@@ -309,7 +309,7 @@ def test_imports_sit_at_module_top():
 
 #: Notebooks over the limits while they are being rewritten (see the xfail reason); remove
 #: a name once its notebook passes (the xfail is not strict, so it then shows as XPASS).
-NOTEBOOKS_OVER_LIMIT: set[str] = {"04_metrics_validation"}
+NOTEBOOKS_OVER_LIMIT: set[str] = set()
 
 
 def notebook_code(path: Path) -> tuple[int, list[str]]:

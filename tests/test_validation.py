@@ -227,3 +227,123 @@ def test_tests_in_words_state_direction_and_nulls():
     )
     assert reports.tests_in_words(tests[tests["g"] == "b"], ["g"])[0].startswith("Nothing differs")
     assert reports.tests_in_words(tests.iloc[0:0], ["g"]) == []
+
+
+def _attributions(n_ex: int = 6, n: int = 10, methods=("random", "saliency"), seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        [
+            {
+                "id": f"e{i}",
+                "dataset": "d",
+                "method": m,
+                "status": "ok",
+                "target_label": "pos",
+                "magnitude": rng.random(n),
+            }
+            for i in range(n_ex)
+            for m in methods
+        ]
+    )
+
+
+def test_model_explanations_keep_gold_lists_and_name_every_type():
+    rationales = pd.DataFrame(
+        {
+            "id": ["a", "a", "a", "b"],
+            "role": ["rationale_unbound", "rationale_topk", "rationale_topk", "rationale_topk"],
+            "label_source": ["gold", "gold", "pred", "gold"],
+            "positions": [[1, 2], [3], [4], []],
+        }
+    )
+    free = pd.DataFrame(
+        {
+            "id": ["a", "c"],
+            "role": ["explain_then_predict", "predict_then_explain"],
+            "positions": [[0], [5]],
+            "explanation": ["free text", "other"],  # overwritten by the type's name
+        }
+    )
+    out = validation.model_explanations(rationales, free, {"a", "b"})
+    assert list(out["explanation"]) == [
+        "Unbound list",
+        "Top-Var list",
+        "Top-Var list",
+        "free text (explain first)",
+    ]
+    assert [list(p) for p in out["positions"]] == [[1, 2], [3], [], [0]]
+    assert len(validation.model_explanations(rationales, free)) == 5  # no id filter
+    empty = validation.empty_explanations(out)
+    assert (
+        empty.loc["Top-Var list", "n"] == 2
+        and empty.loc["Top-Var list", "names no input word"] == 1
+    )
+    assert validation.TOPVAR == "Top-Var list"
+
+
+def test_word_counts_and_chance_levels_follow_the_registry():
+    attr = _attributions(n_ex=2, n=7)
+    assert validation.word_counts(attr) == {"e0": 7, "e1": 7}
+    assert list(validation.CHANCE) == ["rank_auc", "mass_lift", "graded_spearman", "f1_at_k"]
+    assert validation.CHANCE["f1_at_k"] is None and validation.CHANCE["rank_auc"] == 0.5
+
+
+def test_oracle_consistency_is_maximal_and_follows_attribution_order():
+    attr = _attributions()
+    explained = pd.DataFrame(
+        {"id": ["e0", "e1", "e0"], "explanation": ["x", "x", "y"], "positions": [[1, 2], [3], [4]]}
+    )
+    oracle = validation.oracle_explanations(attr, explained)
+    out = validation.oracle_consistency(attr, oracle)
+    assert list(out.columns) == ["id", "method", "explanation", *consistency.METRICS]
+    # the naive double loop of the first notebook gives the same rows in the same order
+    naive = [
+        (rec.id, rec.method, o.explanation)
+        for rec in attr.itertuples()
+        for o in oracle[(oracle["id"] == rec.id) & (oracle["method"] == rec.method)].itertuples()
+    ]
+    assert list(out[["id", "method", "explanation"]].itertuples(index=False, name=None)) == naive
+    assert (out["rank_auc"] == 1.0).all() and (out["f1_at_k"] == 1.0).all()
+    assert validation.oracle_consistency(attr.iloc[0:0], oracle).empty
+
+
+def test_random_draws_average_over_methods_and_sit_at_chance():
+    attr = _attributions(n_ex=200, n=12, methods=("random", "saliency", "occlusion"))
+    rng = np.random.default_rng(3)
+    explained = pd.DataFrame(
+        {
+            "id": [f"e{i}" for i in range(200)],
+            "explanation": "list",
+            "positions": [list(rng.choice(12, 3, replace=False)) for _ in range(200)],
+        }
+    )
+    n_words = validation.word_counts(attr)
+    draws = validation.random_draw_consistency(attr, explained, n_words, seed=1, draws=3)
+    assert len(draws) == 600 and list(draws.columns) == [
+        "id",
+        "explanation",
+        *consistency.METRICS,
+    ]
+    one = draws[(draws["id"] == "e0") & (draws["explanation"] == "random (list) #0")]
+    scored = consistency.consistency_table(
+        attr, validation.random_explanations(explained, n_words, seed=1, draws=3)
+    )
+    by_hand = scored[(scored["id"] == "e0") & (scored["explanation"] == "random (list) #0")]
+    assert one["rank_auc"].iloc[0] == pytest.approx(by_hand["rank_auc"].mean())
+    assert draws["rank_auc"].mean() == pytest.approx(0.5, abs=0.03)
+    checks = validation.random_oracle_checks(
+        draws, validation.oracle_consistency(attr, validation.oracle_explanations(attr, explained))
+    )
+    assert list(checks["kind"].unique()) == [validation.RANDOM_KIND, validation.ORACLE_KIND]
+    assert list(checks["metric"][:4]) == list(consistency.METRICS)
+    oracle_auc = checks[
+        (checks["kind"] == validation.ORACLE_KIND) & (checks["metric"] == "rank_auc")
+    ]
+    assert oracle_auc["value"].iloc[0] == 1.0
+    v = validation.verdict(
+        checks,
+        pd.DataFrame(columns=["metric"]),
+        pd.DataFrame(columns=["metric", "method"]),
+        pd.DataFrame(columns=["metric", "method", "ci_low", "ci_high"]),
+    )
+    assert v.set_index("metric").loc["rank_auc", "random_at_chance"]

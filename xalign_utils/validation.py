@@ -1,10 +1,16 @@
 """Checks that a consistency metric means what it claims (notebook 04, DESIGN.md §8).
 
+The explanation constructs the checks are built from, and the verdict they add up to:
+
+- the model's own explanations as input-word positions (:func:`model_explanations`);
 - random explanations of the same size must score at chance;
 - an explanation equal to the attribution's top-k must score the maximum;
 - cascading randomisation of the model's parameters, top layer down (Adebayo et al.
   2018), must move the scores;
-- stochastic methods must be stable across seeds.
+- stochastic methods must be stable across seeds (:func:`seed_agreement`).
+
+The stage runners that compute these on a model live in
+:mod:`xalign_utils.validation_runs`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,59 @@ import pandas as pd
 
 from . import consistency
 from .attribution.registry import METHODS
-from .stats import rank_corr, top_k
+from .stats import ci_table, rank_corr, top_k
+
+#: The model's explanations of notebook 02 (stored role → name in notebook 04's tables):
+#: the two word lists, asked about the gold label, and the two free-text orders.
+EXPLANATIONS = {
+    "rationale_unbound": "Unbound list",
+    "rationale_topk": "Top-Var list",
+    "explain_then_predict": "free text (explain first)",
+    "predict_then_explain": "free text (predict first)",
+}
+#: The explanation the seed and k checks compare against (a list of the Top-Var size).
+TOPVAR = EXPLANATIONS["rationale_topk"]
+#: ``kind`` of the two rows groups of :func:`random_oracle_checks`.
+RANDOM_KIND, ORACLE_KIND = "random explanation", "oracle top-k"
+
+
+def model_explanations(
+    rationales: pd.DataFrame, free: pd.DataFrame, ids: set[str] | None = None
+) -> pd.DataFrame:
+    """The model's explanations as input-word positions, one row per example × type.
+
+    Args:
+        rationales: notebook 02's ``rationales`` table (word lists); only the lists asked
+            about the gold label are used.
+        free: notebook 02's ``explanations`` table (free text and the words it cites).
+        ids: keep only these examples (those with attributions); ``None`` keeps all.
+
+    Returns:
+        ``id``, ``role``, ``positions`` (in the order named) and ``explanation`` (the
+        name from :data:`EXPLANATIONS`); an explanation naming no input word has no
+        positions, and the consistency metrics are then undefined (counted).
+    """
+    gold = rationales[rationales["label_source"] == "gold"]
+    explained = pd.concat(
+        [gold[["id", "role", "positions"]], free[["id", "role", "positions"]]]
+    ).assign(explanation=lambda d: d["role"].map(EXPLANATIONS))
+    return explained if ids is None else explained[explained["id"].isin(ids)]
+
+
+def empty_explanations(explained: pd.DataFrame) -> pd.DataFrame:
+    """Per explanation type: ``n`` explanations and how many name no input word."""
+    empty = explained.assign(empty=explained["positions"].map(len).eq(0))
+    return (
+        empty.groupby("explanation")["empty"]
+        .agg(["size", "sum"])
+        .rename(columns={"size": "n", "sum": "names no input word"})
+    )
+
+
+def word_counts(attributions: pd.DataFrame) -> dict[str, int]:
+    """Input words per example (the length of its first attribution row)."""
+    first = attributions.drop_duplicates("id")
+    return dict(zip(first["id"], first["magnitude"].map(len), strict=True))
 
 
 def random_explanations(
@@ -71,6 +129,80 @@ def oracle_explanations(attributions: pd.DataFrame, explanations: pd.DataFrame) 
     return pd.DataFrame(rows, columns=["id", "method", "explanation", "positions"])
 
 
+def oracle_consistency(attributions: pd.DataFrame, oracle: pd.DataFrame) -> pd.DataFrame:
+    """Consistency of each oracle explanation with *its own* method's scores.
+
+    Args:
+        attributions: rows of :func:`xalign_utils.attribution.attribute`.
+        oracle: :func:`oracle_explanations` of those rows.
+
+    Returns:
+        One row per attribution row × its oracle explanations (attribution order, then
+        oracle order): ``id``, ``method``, ``explanation`` and the metrics of
+        :data:`xalign_utils.consistency.METRICS` (rank AUC and F1@k must be 1).
+    """
+    groups = {key: grp for key, grp in oracle.groupby(["id", "method"], sort=False)}
+    rows = []
+    for rec in attributions.itertuples():
+        grp = groups.get((rec.id, rec.method))
+        for o in [] if grp is None else grp.itertuples():
+            rows.append(
+                {
+                    "id": rec.id,
+                    "method": rec.method,
+                    "explanation": o.explanation,
+                    **consistency.consistency_row(rec.magnitude, o.positions),
+                }
+            )
+    return pd.DataFrame(rows, columns=["id", "method", "explanation", *consistency.METRICS])
+
+
+def random_draw_consistency(
+    attributions: pd.DataFrame,
+    explained: pd.DataFrame,
+    n_words: dict[str, int],
+    *,
+    seed: int = 0,
+    draws: int = 5,
+) -> pd.DataFrame:
+    """Random explanations (``draws`` per explanation) scored against every method, each
+    draw then averaged over the methods.
+
+    A draw scored against every method is one draw, not one per method: averaging first
+    and bootstrapping over draws keeps the chance check's CI honest.
+
+    Returns:
+        One row per example × draw: ``id``, ``explanation`` (``random (<type>) #<d>``)
+        and the mean of each consistency metric over the methods.
+    """
+    scored = consistency.consistency_table(
+        attributions, random_explanations(explained, n_words, seed=seed, draws=draws)
+    )
+    metrics = list(consistency.METRICS)
+    if scored.empty:
+        return pd.DataFrame(columns=["id", "explanation", *metrics])
+    return scored.groupby(["id", "explanation"])[metrics].mean().reset_index()
+
+
+def random_oracle_checks(
+    random_draws: pd.DataFrame, oracle: pd.DataFrame, seed: int = 0
+) -> pd.DataFrame:
+    """Mean of each consistency metric with a bootstrap 95% CI for random explanations
+    (:func:`random_draw_consistency`) and oracle ones (:func:`oracle_consistency`).
+
+    Returns:
+        :func:`xalign_utils.stats.ci_table` rows with ``kind`` :data:`RANDOM_KIND` or
+        :data:`ORACLE_KIND`, the input :func:`verdict` reads.
+    """
+    metrics = list(consistency.METRICS)
+    return pd.concat(
+        [
+            ci_table(random_draws.assign(kind=RANDOM_KIND), ["kind"], metrics, seed=seed),
+            ci_table(oracle.assign(kind=ORACLE_KIND), ["kind"], metrics, seed=seed),
+        ]
+    )
+
+
 def seed_agreement(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
     """Spearman ρ of word magnitudes between every pair of seeds, per example × method."""
     rows = []
@@ -88,10 +220,12 @@ def seed_agreement(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "method", "seeds", "rho"])
 
 
-#: Chance level of each consistency metric (F1@k has none: it depends on k/n).
-CHANCE = {  # verdict rows: the metrics with a fixed chance level first
-    name: consistency.METRICS[name].chance
-    for name in ("rank_auc", "mass_lift", "graded_spearman", "f1_at_k")
+#: Chance level of each consistency metric (F1@k has none: it depends on k/n), in the
+#: order of the verdict's rows: the metrics with a fixed chance level first, each group
+#: in the registry's order.
+CHANCE = {
+    name: spec.chance
+    for name, spec in sorted(consistency.METRICS.items(), key=lambda item: item[1].chance is None)
 }
 #: Methods expected to find the planted trigger that enter the verdict's faithfulness
 #: check. Noiser is expected faithful too (the planted test checks it) but, the
@@ -107,12 +241,12 @@ def verdict(
     """Which consistency metric passes which validation check (True/False/NaN = not testable).
 
     Args:
-        checks: :func:`xalign_utils.metrics.ci_table` of random (``kind`` "random
-            explanation") and oracle ("oracle top-k") explanations.
+        checks: :func:`random_oracle_checks` (``kind`` "random explanation" and
+            "oracle top-k").
         cascade: CI table by ``layers_randomised`` × explanation.
         planted: CI table by method on the planted-evidence model.
         tracking: Spearman ρ per method × metric with the explanation's comprehensiveness,
-            with its CI (:func:`xalign_utils.metrics.spearman_ci`).
+            with its CI (:func:`xalign_utils.stats.spearman_ci`).
 
     A metric "tracks comprehensiveness" when ρ's CI lies above 0 for at least one
     attribution method and for more methods than it lies below 0; a median ρ > 0 alone
@@ -120,8 +254,8 @@ def verdict(
     """
     rows = []
     for metric, chance in CHANCE.items():
-        rnd = checks[(checks["kind"] == "random explanation") & (checks["metric"] == metric)]
-        ora = checks[(checks["kind"] == "oracle top-k") & (checks["metric"] == metric)]
+        rnd = checks[(checks["kind"] == RANDOM_KIND) & (checks["metric"] == metric)]
+        ora = checks[(checks["kind"] == ORACLE_KIND) & (checks["metric"] == metric)]
         at_chance = (
             np.nan
             if chance is None or rnd.empty
