@@ -5,23 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import text_example
 
 from xalign_utils import config, faithfulness, metric_tables, plausibility, validation
 from xalign_utils.data import processed_path, save_examples
-from xalign_utils.schema import Example
 from xalign_utils.store import table_path, write_table
 
 
 def _example(i: str, dataset: str = "esnli", rationale: list | None = None, label: str = "pos"):
-    words = ["w0", "w1", "w2", "w3", "w4"]
-    return Example(
-        id=i,
-        dataset=dataset,
-        split="test",
-        label=label,
-        segments={"text": " ".join(words)},
-        words={"text": words},
-        rationale=None if rationale is None else {"text": rationale},
+    return text_example(
+        i, ["w0", "w1", "w2", "w3", "w4"], dataset=dataset, label=label, rationale=rationale
     )
 
 

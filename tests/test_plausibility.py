@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import text_example
 
 from xalign_utils import plausibility as P
 from xalign_utils import stats
-from xalign_utils.schema import Example
 
 nan = float("nan")
 
@@ -84,15 +84,7 @@ def test_all_words_rationale():
 
 
 def _example(ex_id, dataset, label, words, rationale):
-    return Example(
-        id=ex_id,
-        dataset=dataset,
-        split="test",
-        label=label,
-        segments={"text": " ".join(words)},
-        words={"text": words},
-        rationale=None if rationale is None else {"text": rationale},
-    )
+    return text_example(ex_id, words, dataset=dataset, label=label, rationale=rationale)
 
 
 ALIGN_EXAMPLES = {

@@ -5,22 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import text_example
 
 from xalign_utils import reports as R
-from xalign_utils.schema import Example
 
 
 def _example(ex_id, label, rationale=None, dataset="esnli", meta=None, truncated=0):
-    words = ["a", "b", "c", "d"]
-    return Example(
-        id=ex_id,
-        dataset=dataset,
-        split="test",
-        label=label,
-        segments={"text": " ".join(words)},
-        words={"text": words},
-        rationale=None if rationale is None else {"text": rationale},
-        meta=dict(meta or {}, **({"truncated_words": truncated} if truncated else {})),
+    meta = dict(meta or {}, **({"truncated_words": truncated} if truncated else {}))
+    return text_example(
+        ex_id, ["a", "b", "c", "d"], dataset=dataset, label=label, rationale=rationale, meta=meta
     )
 
 
