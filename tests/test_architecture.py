@@ -49,7 +49,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "prompts",
         "models",
         "scoring",
-        "forward",
+        "forward calibration",
         "attribution explanations faithfulness training decoding",
         "plausibility consistency validation",
         "runner planted checks baselines metric_tables validation_runs",  # stage tables

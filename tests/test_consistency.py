@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from xalign_utils import consistency as C
@@ -55,9 +56,88 @@ def test_explanation_equal_to_top_k_scores_the_maximum():
 def test_graded_spearman_and_list_grades():
     grades = C.list_grades([2, 0, 2, 9], 4)  # repeats and out-of-range positions ignored
     np.testing.assert_array_equal(grades, [1, 0, 2, 0])
-    # ranks (3, 2, 4, 1) against tied grade ranks (3, 1.5, 4, 1.5): ρ = 4.5 / √22.5
-    assert C.graded_spearman([0.5, 0.1, 0.9, 0.0], grades) == pytest.approx(4.5 / math.sqrt(22.5))
-    assert math.isnan(C.graded_spearman([1, 1, 1, 1], grades))  # constant scores
+    assert math.isnan(C.graded_spearman([0.5, 0.1, 0.9, 0.0], grades))  # < 3 graded words
+    grades = C.list_grades([2, 1, 0, 3], 5)  # grades (2, 3, 4, 1) on words 0-3, word 4 unnamed
+    # over the named words: score ranks (3, 2, 4, 1) vs grade ranks (2, 3, 4, 1), Σd² = 2
+    scores = [0.5, 0.1, 0.9, 0.0, 0.7]
+    assert C.graded_spearman(scores, grades) == pytest.approx(1 - 6 * 2 / (4 * 15))
+    assert math.isnan(C.graded_spearman([1, 1, 1, 1, 0], grades))  # constant scores
+
+
+def test_oracle_in_score_order_gets_graded_spearman_one():
+    # the oracle explanation is the attribution's own top-k, named best first
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        mags = rng.random(12)
+        oracle = stats.top_k(mags, 12)  # the whole ranking, named best first
+        assert C.consistency_row(mags, oracle)["graded_spearman"] == pytest.approx(1.0)
+        sparse = np.where(mags > np.sort(mags)[-5], mags, 0.0)  # 4 nonzero words (occlusion-like)
+        assert C.consistency_row(sparse, stats.top_k(sparse, 4))[
+            "graded_spearman"
+        ] == pytest.approx(1.0)
+    # the same words in input order (the old sorted positions) grade the list wrongly
+    mags = np.array([0.1, 0.9, 0.5, 0.7])
+    assert C.consistency_row(mags, sorted(stats.top_k(mags, 4)))["graded_spearman"] < 0.5
+
+
+def test_score_order_maximises_graded_spearman_for_a_top_k_set():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        mags = rng.random(15)
+        k = int(rng.integers(3, 14))
+        ordered = stats.top_k(mags, k)
+        best = C.consistency_row(mags, ordered)["graded_spearman"]
+        shuffled = rng.permutation(ordered).tolist()
+        assert best >= C.consistency_row(mags, shuffled)["graded_spearman"] - 1e-12
+        assert best >= C.consistency_row(mags, sorted(ordered))["graded_spearman"] - 1e-12
+
+
+def test_set_metrics_ignore_the_order_of_positions():
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        mags = rng.random(10)
+        explained = rng.choice(10, int(rng.integers(1, 10)), replace=False).tolist()
+        a = C.consistency_row(mags, explained)
+        b = C.consistency_row(mags, explained[::-1])
+        c = C.consistency_row(mags, sorted(explained))
+        for name in ("rank_auc", "f1_at_k", "mass_lift"):
+            assert a[name] == b[name] == c[name]
+
+
+def test_free_text_gets_no_graded_spearman():
+    mags = [0.9, 0.1, 0.5, 0.3]
+    row = C.consistency_row(mags, [0, 2, 3], graded=False)
+    assert math.isnan(row["graded_spearman"])
+    assert row["rank_auc"] == C.consistency_row(mags, [0, 2, 3])["rank_auc"] == 1.0
+    attributions = pd.DataFrame(
+        {
+            "id": ["x"],
+            "dataset": ["d"],
+            "method": ["m"],
+            "status": ["ok"],
+            "magnitude": [mags],
+        }
+    )
+    explanations = pd.DataFrame(
+        {
+            "id": ["x", "x"],
+            "role": ["rationale_topk", "explain_then_predict"],
+            "explanation": ["list", "free text"],
+            "positions": [[0, 2, 3], [0, 2, 3]],
+        }
+    )
+    table = C.consistency_table(attributions, explanations).set_index("explanation")
+    assert table.loc["list", "graded_spearman"] > 0
+    assert math.isnan(table.loc["free text", "graded_spearman"])
+    assert table.loc["list", "rank_auc"] == table.loc["free text", "rank_auc"]
+    # an explicit ``graded`` column wins over the role
+    flagged = explanations.assign(graded=[False, True])
+    table = C.consistency_table(attributions, flagged).set_index("explanation")
+    assert math.isnan(table.loc["list", "graded_spearman"])
+    assert not math.isnan(table.loc["free text", "graded_spearman"])
+    # no role, no flag (oracle, random draws, planted trigger): graded
+    bare = explanations.drop(columns="role")
+    assert not C.consistency_table(attributions, bare)["graded_spearman"].isna().any()
 
 
 def test_profile_distance():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from xalign_utils import data, prompts
@@ -103,3 +105,18 @@ def test_assistant_prefix_and_context_limit(tokenizer):
 def test_unknown_role_lists_valid_ones():
     with pytest.raises(KeyError, match="classify"):
         prompts.build_user_message(_example("sst2", text="x"), "summarise")
+
+
+@pytest.mark.parametrize("dataset", sorted(prompts.TASKS))
+def test_minimal_prompt_renders_with_word_positions(tokenizer, dataset):
+    fields = re.findall(r"\{(\w+)\}", prompts.TASKS[dataset])
+    ex = _example(dataset, **{f: f"the {f} is short , isn't it ?" for f in fields})
+    rp = prompts.render(tokenizer, ex, "minimal")
+    _check_spans(tokenizer, rp)
+    assert len(rp.word_tokens) == 8 * len(fields)
+    user, _ = prompts.build_user_message(ex, "minimal")
+    question = user.split("\n")[0]
+    assert question.endswith("?") and prompts.or_options(dataset) in question
+    assert all(prompts.VERBALISERS[dataset][lab] in question for lab in data.LABELS[dataset])
+    assert "Answer with" not in user and prompts.TASKS[dataset].split("\n")[0] not in user
+    assert user.split("\n")[1:] == [ex.segments[f] for f in fields]  # one field per line

@@ -33,6 +33,10 @@ def test_write_table_adds_hash_and_seed_and_leaves_no_temporary(cfg, tmp_path):
     assert list(table.columns) == ["x", "config_hash", "seed"]
     assert set(table["config_hash"]) == {cfg.hash()} and set(table["seed"]) == {cfg.seed}
     assert [p.name for p in path.parent.iterdir()] == ["accuracy.parquet"]
+    # the code hash sits in the file's metadata, not in a column
+    meta = {"code_hash": store.code_hash(), "code_modules": "all"}
+    assert table.attrs == meta == store.table_metadata(cfg, "02_baselines", "accuracy")
+    assert store.table_metadata(cfg, "02_baselines", "missing") == {}
 
 
 def test_an_interrupted_write_leaves_the_old_table(cfg, monkeypatch):
@@ -83,3 +87,91 @@ def test_reading_a_missing_stage_says_which_notebook_to_run(cfg):
     message = str(err.value)
     assert "03_attribution" in message and "scores.parquet" in message
     assert "make all PROFILE=smoke" in message
+
+
+# --------------------------------------------------------------------------- code hash
+
+
+@pytest.fixture()
+def package(tmp_path, monkeypatch):
+    """A small package standing in for ``xalign_utils``: ``a`` imports ``b``; ``c`` is apart."""
+    root = tmp_path / "pkg"
+    (root / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "",
+        "a.py": '"""Module a."""\n\nfrom .b import f\n\n\ndef g():\n    return f()\n',
+        "b.py": 'def f():\n    """Docs."""\n    return 1\n',
+        "c.py": "X = 1\n",
+        "sub/__init__.py": "",
+        "sub/d.py": "from ..c import X\nfrom xalign_utils.b import f\n",
+    }
+    for name, text in files.items():
+        (root / name).write_text(text)
+    monkeypatch.setattr(store, "PACKAGE_DIR", root)
+    return root
+
+
+def test_code_hash_follows_imports_and_ignores_comments_and_docstrings(package):
+    assert store.code_modules("a") == ["a", "b"]
+    assert store.code_modules("xalign_utils.sub.d") == ["b", "c", "sub", "sub.d"]
+    assert store.code_modules(None) == ["", "a", "b", "c", "sub", "sub.d"]
+    assert store.code_modules(False) == [] and store.code_hash(False) == ""
+    with pytest.raises(ValueError, match="not modules"):
+        store.code_modules("nowhere")
+    a, whole = store.code_hash("a"), store.code_hash()
+    (package / "b.py").write_text('# a comment\ndef f():\n    """New docs."""\n\n    return 1\n')
+    assert store.code_hash("a") == a and store.code_hash() == whole  # same code
+    (package / "c.py").write_text("X = 2\n")
+    assert store.code_hash("a") == a  # a does not import c
+    assert store.code_hash() != whole
+    (package / "b.py").write_text("def f():\n    return 2\n")
+    assert store.code_hash("a") != a
+
+
+def test_cached_recomputes_when_the_code_hash_changes(cfg, package):
+    compute = Compute()
+    first = store.cached(cfg, "stage", "t", compute, code="a")
+    assert first.attrs == {"code_hash": store.code_hash("a"), "code_modules": "a, b"}
+    store.cached(cfg, "stage", "t", compute, code="a")
+    assert compute.calls == 1  # unchanged code: reused
+    (package / "b.py").write_text('def f():\n    """Only the docs changed."""\n    return 1\n')
+    (package / "c.py").write_text("X = 3\n")  # not imported by a
+    store.cached(cfg, "stage", "t", compute, code="a")
+    assert compute.calls == 1
+    (package / "b.py").write_text("def f():\n    return 2\n")
+    again = store.cached(cfg, "stage", "t", compute, code="a")
+    assert compute.calls == 2 and again.attrs["code_hash"] == store.code_hash("a")
+    store.cached(cfg, "stage", "t", compute, code="a")
+    assert compute.calls == 2
+    # the default keys by the whole package: any code change recomputes
+    store.cached(cfg, "stage", "whole", compute)
+    (package / "c.py").write_text("X = 4\n")
+    store.cached(cfg, "stage", "whole", compute)
+    store.cached(cfg, "stage", "whole", compute)
+    assert compute.calls == 4
+    # code=False: the config hash alone, as before code hashing
+    (package / "a.py").write_text("Y = 0\n")
+    store.cached(cfg, "stage", "whole", compute, code=False)
+    assert compute.calls == 4
+
+
+def test_a_table_without_a_code_hash_is_stale(cfg):
+    path = store.table_path(cfg, "stage", "t")
+    path.parent.mkdir(parents=True)
+    old = pd.DataFrame({"id": ["a"], "score": [0], "config_hash": cfg.hash(), "seed": cfg.seed})
+    old.to_parquet(path, index=False)  # as written before code hashing
+    compute = Compute()
+    assert list(store.cached(cfg, "stage", "t", compute)["score"]) == [1, 2]
+    assert compute.calls == 1 and store.table_metadata(cfg, "stage", "t")["code_hash"]
+    old.to_parquet(path, index=False)
+    assert list(store.cached(cfg, "stage", "t", compute, code=False)["score"]) == [0]
+
+
+def test_a_table_from_write_table_is_reused_by_cached(cfg):
+    store.write_table(pd.DataFrame({"id": ["x"], "score": [7]}), cfg, "s", "t", attribution=True)
+    compute = Compute()
+    reused = store.cached(cfg, "s", "t", compute, attribution=True)
+    assert compute.calls == 0 and list(reused["score"]) == [7]
+    # the code hash of what a table was read from does not leak into a derived table
+    store.write_table(reused.assign(score=8), cfg, "s", "u", code="stats")
+    assert store.table_metadata(cfg, "s", "u")["code_modules"] == "stats"

@@ -6,6 +6,10 @@ compares that set with one attribution method's word scores. Every function retu
 when the comparison is undefined (empty explanation, explanation covering every word,
 constant or zero scores, NaN scores); callers count those.
 
+Rank AUC, F1@k and mass lift compare *sets*: the order of the positions does not
+matter. Graded Spearman reads the order of a word list (first named = most important)
+and is not computed for free text, whose cited words have no order (NaN, counted).
+
 Chance levels: rank AUC 0.5, attribution-mass lift 1, F1@k = k/n in expectation.
 """
 
@@ -17,10 +21,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from .explanations import is_word_list
 from .stats import MetricSpec, has_nan, rank_corr, set_f1, top_k
+
+#: The metric that reads an explanation's order; NaN for explanations without one.
+GRADED = "graded_spearman"
 
 
 def _positions(explained: Sequence[int], n: int) -> np.ndarray:
+    """The explained positions as a sorted set within ``0..n-1`` (order dropped)."""
     return np.array(sorted({int(p) for p in explained if 0 <= int(p) < n}), dtype=int)
 
 
@@ -58,15 +67,27 @@ def mass_lift(magnitudes: Sequence[float], explained: Sequence[int]) -> float:
 
 
 def graded_spearman(scores: Sequence[float], grades: Sequence[float]) -> float:
-    """Spearman ρ between attribution scores and graded explanation importance (e.g.
-    ``k − rank`` for the words a list names, 0 for the rest). NaN when either is
-    constant."""
+    """Spearman ρ between attribution scores and graded explanation importance over the
+    *graded* words only (grade > 0: the words a list names, first-named highest).
+
+    Whether the named words outrank the rest is rank AUC's question; this one asks
+    whether the list orders its own words as the attribution does, so an explanation
+    that names the top-k words in score order gets ρ = 1. NaN with fewer than three
+    graded words (two give only ±1) or when either side is constant.
+    """
     s, g = np.asarray(scores, dtype=float), np.asarray(grades, dtype=float)
-    return rank_corr(s, g)
+    named = g > 0
+    if named.sum() < 3:
+        return float("nan")
+    return rank_corr(s[named], g[named])
 
 
 def list_grades(explained_in_order: Sequence[int], n: int) -> np.ndarray:
-    """Grades from a word list's order: the first named word gets the highest grade."""
+    """Grades from a word list's order: the first named word gets the highest grade
+    (``len − rank``), unnamed words 0; repeats and out-of-range positions are ignored.
+
+    ``explained_in_order`` must be in the order the list names its words
+    (:attr:`xalign_utils.explanations.ParsedList.positions`), not sorted."""
     grades = np.zeros(n)
     seen: list[int] = []
     for p in explained_in_order:
@@ -107,32 +128,57 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec(
             "mass_lift", mass_lift, chance=1.0, description="attribution mass share ÷ word share"
         ),
-        MetricSpec("graded_spearman", _graded, chance=0.0, description="ρ with the list's order"),
+        MetricSpec(GRADED, _graded, chance=0.0, description="ρ with the list's order"),
     )
 }
 
 
-def consistency_row(magnitudes: Sequence[float], explained: Sequence[int]) -> dict:
-    """All set-based consistency metrics of one explanation (positions in the order the
-    explanation names them) against one attribution's word magnitudes."""
-    return {name: spec.function(magnitudes, explained) for name, spec in METRICS.items()}
+def consistency_row(
+    magnitudes: Sequence[float], explained: Sequence[int], graded: bool = True
+) -> dict:
+    """All consistency metrics of one explanation (positions in the order the explanation
+    names them) against one attribution's word magnitudes.
+
+    Args:
+        graded: whether the order of ``explained`` means importance (a word list); when
+            not (free text), graded Spearman is NaN.
+    """
+    return {
+        name: spec.function(magnitudes, explained) if graded or name != GRADED else np.nan
+        for name, spec in METRICS.items()
+    }
 
 
-def consistency_table(attributions, explanations):
+def graded_flags(explanations: pd.DataFrame) -> pd.Series:
+    """Per explanation row, whether its positions are graded: its ``graded`` column when
+    there is one, else whether its ``role`` is a word list, else True (explanations built
+    in order: oracle top-k, random draws, a planted trigger)."""
+    if "graded" in explanations:
+        return explanations["graded"].astype(bool)
+    if "role" in explanations:
+        return explanations["role"].map(is_word_list).astype(bool)
+    return pd.Series(True, index=explanations.index, dtype=bool)
+
+
+def consistency_table(attributions: pd.DataFrame, explanations: pd.DataFrame) -> pd.DataFrame:
     """Every explanation against every attribution method of the same example.
 
     Args:
         attributions: rows of :func:`xalign_utils.attribution.attribute`.
         explanations: one row per example × explanation type with ``id``, ``explanation``
             (the type's name) and ``positions`` (explained input words, in the order
-            named).
+            named); optionally ``graded`` or ``role`` (see :func:`graded_flags`): free
+            text gets no graded Spearman.
 
     Returns:
         One row per example × explanation type × method with the metrics of
         :func:`consistency_row`, ``n_explained`` and ``n_words``.
     """
     ok = attributions[attributions["status"].eq("ok")]
-    merged = ok.merge(explanations[["id", "explanation", "positions"]], on="id")
+    expl = explanations[["id", "explanation", "positions"]].assign(
+        graded=graded_flags(explanations)
+    )
+    merged = ok.merge(expl, on="id")
     rows = []
     for rec in merged.itertuples():
         mags = np.asarray(rec.magnitude, dtype=float)
@@ -145,7 +191,7 @@ def consistency_table(attributions, explanations):
                 "explanation": rec.explanation,
                 "n_explained": len(_positions(pos, len(mags))),
                 "n_words": len(mags),
-                **consistency_row(mags, pos),
+                **consistency_row(mags, pos, graded=bool(rec.graded)),
             }
         )
     return pd.DataFrame(rows)

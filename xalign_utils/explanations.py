@@ -8,7 +8,12 @@ with its reason, never dropped. Free-text explanations are mapped to the input w
 cite by normalised lexical match, stop words excluded.
 
 A word-list rationale names word *types*: a listed word maps to every occurrence of it in
-the input.
+the input. Its positions keep the order in which the list names its words (the first
+mention of a position wins), so graded consistency can read the list's order; free-text
+citations are a set (sorted positions) and carry no grades. An output that explicitly
+names no word ("none", "N/A", "no words") is a *non-answer*, counted apart from parse
+failures. A lone letter never stands for an input word unless the list names it on its
+own (``N/A`` is not ``a``; ``c a t`` is the word ``cat`` spelled out).
 """
 
 from __future__ import annotations
@@ -31,13 +36,23 @@ REFUSAL = re.compile(
     re.I,
 )
 _LEAD_IN = re.compile(
-    r"^\s*(?:here (?:are|is)|(?:the )?(?:most )?important (?:words?|parts?)|the words?|(?:the )?answer|"
+    r"^\s*(?:here (?:are|is)|(?:the )?(?:most )?important (?:words?|parts?)|(?:the )?words?|(?:the )?answer|"
     r"rationale|key ?words?)\b[^:\n]*?(?::|\bare\b|\bis\b)\s*",
     re.I,
 )
 _QUOTED = re.compile(r"\"([^\"\n]{1,60})\"|“([^”\n]{1,60})”|(?<![\w])'([^'\n]{1,60})'(?![\w])")
 _NUMBERING = re.compile(r"^\s*(?:\(?\d+[.)]|[-*•]|\(?[a-z][.)])\s+", re.I)
 _SPLIT = re.compile(r"\s*(?:[,;|\n/]|\band\b|\s-\s)\s*", re.I)
+#: Clause boundaries at which a refusal is cut from a list that follows it ("I'm sorry, but
+#: the words are cat, dog"): a sentence end after a letter, a newline, or "but".
+_CLAUSE = re.compile(r"(?<=[^\W\d_][.!?])\s+|\n+|,?\s+but\s+", re.I)
+#: A whole output that explicitly names no word (matched on the normalised text).
+_NON_ANSWER = re.compile(
+    r"^(?:none|nothing|nil|null|n/?a|not applicable|no answer|"
+    r"(?:there (?:are|is) )?no(?:ne of the)?(?: \w+)? words?(?: \w+)*)$"
+)
+#: ``N/A`` inside a list: dropped before splitting, so its letters never match ``a``.
+_NA_TOKEN = re.compile(r"(?<!\w)n/a(?!\w)", re.I)
 _SUFFIXES = ("ingly", "edly", "ing", "ed", "es", "s", "ly", "er", "est", "'s", "’s")
 
 
@@ -96,10 +111,14 @@ class ParsedList:
 
     Attributes:
         items: the listed words, normalised, duplicates removed, in order.
-        positions: flat input-word positions they name (sorted).
+        positions: input-word positions they name, in the order the list names them (a
+            word's occurrences in input order; a position named twice kept at its first
+            mention), so ``positions[0]`` belongs to the first-named word.
         out_of_input: listed words that match no input word.
-        status: ``ok``, ``empty``, ``refusal``, ``sentence`` (prose, not a list: its
-            content words were used) or ``no_match`` (nothing named is in the input).
+        status: ``ok``, ``empty`` (no text), ``refusal``, ``non_answer`` (the output
+            explicitly names no word: "none", "N/A", "no words", an empty list),
+            ``sentence`` (prose, not a list: its content words were used) or
+            ``no_match`` (nothing named is in the input).
         repeats: how many listed words were repeats.
     """
 
@@ -111,41 +130,89 @@ class ParsedList:
 
     @property
     def failed(self) -> bool:
-        """No usable word: empty, refusal, or nothing that is in the input."""
+        """No usable word: empty, refusal, or nothing that is in the input. A non-answer
+        is not a failure: it was parsed, and says "no word"."""
         return self.status in {"empty", "refusal", "no_match"}
+
+    @property
+    def non_answer(self) -> bool:
+        """The output explicitly names no word (counted apart from failures)."""
+        return self.status == "non_answer"
+
+
+def _is_non_answer(text: str, words: Sequence[str]) -> bool:
+    """Whether ``text`` (a lead-in already removed) explicitly names no word. A lone
+    "none" that is itself an input word is a word, not a non-answer."""
+    core = " ".join(normalise(text).split())
+    if not core:  # "[]", "-", a lead-in with nothing after it
+        return True
+    if not _NON_ANSWER.match(core):
+        return False
+    return " " in core or not any(normalise(w) == core for w in words)
+
+
+def _list_tokens(raw_items: Sequence[str]) -> list[tuple[str, bool]]:
+    """Tokens of a list's items, each with whether its item is that token alone. An item
+    of single letters (``c a t``) is one spelled-out word."""
+    tokens: list[tuple[str, bool]] = []
+    for item in raw_items:
+        parts = item.split()
+        letters = [normalise(p) for p in parts]
+        if len(parts) > 1 and all(len(c) == 1 and c.isalpha() for c in letters):
+            tokens.append(("".join(letters), True))
+        else:  # a multi-word item names each of its words
+            tokens += [(p, len(parts) == 1) for p in parts]
+    return tokens
+
+
+def _without_refusal(text: str) -> str:
+    """``text`` less its clauses that refuse or apologise, one clause a line."""
+    return "\n".join(c for c in _CLAUSE.split(text) if c.strip() and not REFUSAL.search(c))
 
 
 def parse_word_list(text: str, words: Sequence[str]) -> ParsedList:
-    """Parse a model's word-list output and map it to input-word positions."""
+    """Parse a model's word-list output and map it to input-word positions (in the order
+    named). A refusal followed by a list ("I'm sorry, but the words are cat, dog") keeps
+    the list; a single letter matches an input word only when the list names it alone."""
     text = (text or "").strip()
     if not text:
         return ParsedList(status="empty")
     if REFUSAL.search(text):
-        return ParsedList(status="refusal")
+        rest = _without_refusal(text)
+        salvaged = _parse_list(rest, words) if rest.strip() else None
+        if salvaged is None or salvaged.status != "ok":
+            return ParsedList(status="refusal")
+        return salvaged
+    return _parse_list(text, words)
+
+
+def _parse_list(text: str, words: Sequence[str]) -> ParsedList:
+    """:func:`parse_word_list` of a non-blank output that is not a refusal."""
     quoted = ["".join(groups) for groups in _QUOTED.findall(text)]
     if quoted:  # 'The most important words are "people" and "boat".'
         text = "\n".join(quoted)
     else:
         text = _LEAD_IN.sub("", text, count=1)
-    raw_items = [_NUMBERING.sub("", part) for part in _SPLIT.split(text)]
+    if _is_non_answer(text, words):
+        return ParsedList(status="non_answer")
+    raw_items = [_NUMBERING.sub("", part) for part in _SPLIT.split(_NA_TOKEN.sub(" ", text))]
     raw_items = [p for p in (r.strip() for r in raw_items) if normalise(p)]
     status = "ok"
-    tokens: list[str] = []
     if any(len(item.split()) >= 5 for item in raw_items):
         # prose (a sentence, or step-by-step reasoning) instead of a list: keep content words
         status = "sentence"
         stops = stop_words()
         tokens = [
-            t
+            (t, False)
             for item in raw_items
             for t in item.split()
             if normalise(t) and normalise(t) not in stops
         ]
     else:
-        for item in raw_items:
-            tokens += item.split()  # a multi-word item names each of its words
-    items, positions, out, seen, repeats = [], set(), [], set(), 0
-    for tok in tokens:
+        tokens = _list_tokens(raw_items)
+    items, out, seen, repeats = [], [], set(), 0
+    positions: dict[int, None] = {}  # insertion-ordered: the order named
+    for tok, alone in tokens:
         norm = normalise(tok)
         if not norm:
             continue
@@ -154,16 +221,17 @@ def parse_word_list(text: str, words: Sequence[str]) -> ParsedList:
             continue
         seen.add(norm)
         items.append(norm)
-        hit = match_positions(norm, words)
+        lone_letter = len(norm) == 1 and norm.isalpha() and not alone
+        hit = [] if lone_letter else match_positions(norm, words)
         if hit:
-            positions.update(hit)
+            positions.update(dict.fromkeys(hit))
         else:
             out.append(norm)
     if not items:
         status = "empty"
     elif not positions:
         status = "no_match"
-    return ParsedList(items, sorted(positions), out, status, repeats)
+    return ParsedList(items, list(positions), out, status, repeats)
 
 
 def cited_positions(
@@ -172,7 +240,8 @@ def cited_positions(
     """Input-word positions a free-text explanation cites (normalised lexical match).
 
     Returns:
-        ``(positions, matched_tokens)``; stop words are excluded on both sides.
+        ``(positions, matched_tokens)``; stop words are excluded on both sides. The
+        positions are a set (sorted): prose has no order of importance to grade.
     """
     stops = stop_words() if exclude_stop_words else frozenset()
     positions, matched = set(), []
@@ -199,16 +268,42 @@ def split_explanation(text: str, order: str) -> str:
     return re.split(r"\banswer\s*[:：]", text, maxsplit=1, flags=re.I)[0].strip()
 
 
+def is_word_list(role: str) -> bool:
+    """Whether ``role`` elicits a word list (Unbound, Top-Var), whose order can be graded,
+    rather than free text."""
+    return role.startswith("rationale")
+
+
+def k_source(ex: Example) -> str:
+    """Where :func:`rationale_k` takes k from: ``human`` (the example's human rationale
+    names at least one word) or ``fixed`` (no rationale, or an empty one)."""
+    return "human" if sum(v for v in ex.flat_rationale() if v is not None) > 0 else "fixed"
+
+
 def rationale_k(ex: Example, fixed_k: int) -> int:
-    """Top-Var k: the number of human-rationale words, or ``fixed_k`` without rationales."""
-    r = [v for v in ex.flat_rationale() if v is not None]
-    return sum(r) if r else fixed_k
+    """Top-Var k: the number of human-rationale words, else ``fixed_k`` (always ≥ 1).
+
+    An empty human rationale (HateXplain's ``normal`` posts mark no word) falls back to
+    ``fixed_k`` like a missing one: asking for "exactly 0 words", or erasing nothing for
+    the flip rate, measures nothing. :func:`k_source` says which k an example got, so
+    tables can count the fallbacks.
+
+    Raises:
+        ValueError: ``fixed_k`` < 1.
+    """
+    if fixed_k < 1:
+        raise ValueError(f"fixed_k must be at least 1 (got {fixed_k}): Top-Var asks for k words")
+    if k_source(ex) == "fixed":
+        return fixed_k
+    return int(sum(v for v in ex.flat_rationale() if v is not None))
 
 
 def parsed_row(parsed: ParsedList) -> dict:
-    """A flat dict of a :class:`ParsedList` for a results table."""
+    """A flat dict of a :class:`ParsedList` for a results table: its fields (positions in
+    the order named), ``parse_failure``, ``non_answer``, ``n_items``, ``n_out_of_input``."""
     row = asdict(parsed)
     row["parse_failure"] = parsed.failed
+    row["non_answer"] = parsed.non_answer
     row["n_items"] = len(parsed.items)
     row["n_out_of_input"] = len(parsed.out_of_input)
     return row
@@ -237,10 +332,17 @@ def elicit(
 
     Returns:
         One row per example: ``id``, ``dataset``, ``role``, ``asked_label``, ``k``,
-        ``raw`` and ``hit_limit``.
+        ``k_source`` (``human`` or ``fixed``, see :func:`rationale_k`), ``raw`` and
+        ``hit_limit``.
+
+    Raises:
+        ValueError: a k below 1 (``fixed_k`` < 1): no prompt asks for 0 words.
     """
     labels = list(labels) if labels is not None else [ex.label for ex in examples]
     ks = [rationale_k(ex, fixed_k) for ex in examples]
+    if any(k < 1 for k in ks):
+        raise ValueError(f"Top-Var k must be at least 1 (got {min(ks)})")
+    sources = [k_source(ex) for ex in examples]
     rendered = [
         render(tokenizer, ex, role, label=lab, k=k)
         for ex, lab, k in zip(examples, labels, ks, strict=True)
@@ -256,10 +358,11 @@ def elicit(
                 "role": role,
                 "asked_label": lab,
                 "k": k,
+                "k_source": src,
                 "raw": out["text"],
                 "hit_limit": out["hit_limit"],
             }
-            for ex, lab, k, out in zip(examples, labels, ks, outputs, strict=True)
+            for ex, lab, k, src, out in zip(examples, labels, ks, sources, outputs, strict=True)
         ]
     )
 
@@ -267,16 +370,20 @@ def elicit(
 def parse_outputs(raw: pd.DataFrame, examples_by_id: dict[str, Example]) -> pd.DataFrame:
     """Add parsed columns to raw outputs from :func:`elicit`.
 
-    Word lists get the :class:`ParsedList` fields and ``parse_failure``; free-text
-    outputs get ``explanation``, the cited ``positions`` and ``matched`` tokens, the
-    ``answer`` label they name, ``answer_failure`` and ``empty_explanation``.
+    Word lists get the :class:`ParsedList` fields (``positions`` in the order named),
+    ``parse_failure`` and ``non_answer``; free-text outputs get ``explanation``, the cited
+    ``positions`` (sorted) and ``matched`` tokens, the ``answer`` label they name,
+    ``answer_failure`` and ``empty_explanation``. Every row gets ``graded``: whether its
+    positions carry an order of importance (a word list parsed as a list, status ``ok``),
+    which :func:`xalign_utils.consistency.consistency_table` reads for graded Spearman.
     """
     rows = []
     for rec in raw.to_dict("records"):
         ex = examples_by_id[rec["id"]]
         words = ex.flat_words()
-        if rec["role"].startswith("rationale"):
-            rec.update(parsed_row(parse_word_list(rec["raw"], words)))
+        if is_word_list(rec["role"]):
+            parsed = parse_word_list(rec["raw"], words)
+            rec.update(parsed_row(parsed), graded=parsed.status == "ok")
         else:
             expl = split_explanation(rec["raw"], rec["role"])
             pos, matched = cited_positions(expl, words)
@@ -288,6 +395,7 @@ def parse_outputs(raw: pd.DataFrame, examples_by_id: dict[str, Example]) -> pd.D
                 answer=answer,
                 answer_failure=answer is None,
                 empty_explanation=not expl,
+                graded=False,
             )
         rows.append(rec)
     return pd.DataFrame(rows)

@@ -285,7 +285,10 @@ def soft_erasure(
     Word magnitudes are min–max normalised per example to importances ``a`` ∈ [0, 1].
     Each embedding dimension of a word's tokens is kept with probability ``a``
     (sufficiency) or ``1 − a`` (comprehensiveness), Bernoulli-sampled (seeded). With p
-    the probability of the attribution's target token:
+    the probability of the attribution's target label *renormalised over the label set*
+    (each label summed over its surface forms, as hard erasure and predictions use it; the
+    whole-vocabulary probability of a first token puts < 1% of its mass on labels and
+    makes the normaliser tiny):
     ``suff = 1 − max(0, p(x) − p(x_a))``, ``comp = max(0, p(x) − p(x_{1−a}))``,
     normalised by the sufficiency of an all-zero input ``s0``:
     ``norm_suff = (suff − s0) / (1 − s0)`` and ``norm_comp = comp / (1 − s0)``, NaN when
@@ -303,8 +306,8 @@ def soft_erasure(
             batch = prepare(model, tokenizer, [examples_by_id[i] for i in chunk], labels=labels)
             full, inp = input_embeddings(model, batch)
             full, inp = full.detach(), inp.detach()
-            forward = make_forward(model, batch)
-            args = forward_args(batch, full)
+            forward = make_forward(model, batch, renormalise=True)
+            args = forward_args(batch, full, all_labels=True)
             with torch.no_grad():
                 p_full = forward(inp, *args).exp()
                 s0 = 1 - (p_full - forward(torch.zeros_like(inp), *args).exp()).clamp(min=0)

@@ -6,6 +6,13 @@ input-word tokens, scores the target label and caches the shared chat-template p
 :func:`make_forward` gives the target as a function of the input-word embeddings alone,
 so instruction, chat template and special tokens are never attributed, perturbed or
 noised.
+
+The target is the label as predictions define it (DESIGN.md §6): the teacher-forced
+log-probability of the whole label string, summed over its surface forms
+(``log Σ_f p(form_f | prompt)``), computed by :func:`label_logprobs_at` from one pass over
+the prompt and one short pass over every form's continuation served from the prompt's KV
+cache. ``target_mode="first_token"`` keeps the first token of the label's most probable
+form as the target, as tools like Inseq attribute by default, for comparison.
 """
 
 from __future__ import annotations
@@ -20,7 +27,10 @@ from .data.registry import LABELS
 from .models import context_length, expand_prefix, left_pad, shared_prefix_length
 from .prompts import RenderedPrompt, render
 from .schema import Example
-from .scoring import first_token, forms_to_labels, label_form_scores, target_tokens
+from .scoring import forms_to_labels, label_form_scores, target_tokens, verbaliser_ids
+
+#: Attribution targets: the whole label string (default) or its first token only.
+TARGET_MODES = ("label", "first_token")
 
 
 @dataclass
@@ -35,8 +45,12 @@ class Batch:
     Position ids skip the padding, so scores equal those of the unpadded prompt.
 
     Shapes: ``ids``/``mask``/``positions`` ``[B, T]``; ``in_pos``/``in_valid``/``tok_word``
-    ``[B, P]`` (P = most input tokens in the batch); ``target``/``contrast`` ``[B]``;
-    ``candidates``: first tokens of every verbaliser form of the dataset's labels.
+    ``[B, P]`` (P = most input tokens in the batch); ``target``/``contrast`` ``[B]``: label
+    indices into the dataset's label set; ``forms`` ``[B, F, L]``: token ids of every
+    surface form of every label (``-1`` pads a shorter form); ``form_label`` ``[B, F]``:
+    the label index each form belongs to (``-1``: no form). Under
+    ``target_mode="first_token"`` each label has one form, its most probable form's first
+    token.
     """
 
     examples: list[Example]
@@ -50,9 +64,12 @@ class Batch:
     target: torch.Tensor
     contrast: torch.Tensor | None
     target_labels: list[str]
+    forms: torch.Tensor
+    form_label: torch.Tensor
+    n_labels: int
+    target_mode: str = "label"
     prefix_len: int = 0
     prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-    candidates: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -73,9 +90,12 @@ class Batch:
             self.target[sl],
             None if self.contrast is None else self.contrast[sl],
             self.target_labels[sl],
+            self.forms[sl],
+            self.form_label[sl],
+            self.n_labels,
+            self.target_mode,
             self.prefix_len,
             self.prefix_kv,
-            self.candidates,
         )
 
 
@@ -92,6 +112,7 @@ def prepare(
     target: str = "pred",
     contrast_label: str | None = None,
     labels: Sequence[str] | None = None,
+    target_mode: str = "label",
 ) -> Batch:
     """Render, pad and index a batch of examples of one dataset.
 
@@ -99,7 +120,11 @@ def prepare(
         target: ``pred`` (the model's prediction), ``gold``, or ``contrast`` (the
             predicted label against ``contrast_label``, or against the runner-up label).
         labels: explicit target labels (overrides ``target``).
+        target_mode: ``label`` (log-probability of the whole label string, summed over
+            its surface forms) or ``first_token`` (of the label's most probable form).
     """
+    if target_mode not in TARGET_MODES:
+        raise ValueError(f"target_mode must be one of {TARGET_MODES}, not {target_mode!r}")
     datasets = {ex.dataset for ex in examples}
     if len(datasets) != 1:
         raise ValueError(f"a batch must hold one dataset, got {sorted(datasets)}")
@@ -146,12 +171,21 @@ def prepare(
             for p in span:
                 in_pos[b, j], in_valid[b, j], tok_word[b, j] = p + offset, True, w
                 j += 1
-    tgt = torch.tensor(target_tokens(tokenizer, raw, forms, dataset, labels))
-    con = (
-        torch.tensor(target_tokens(tokenizer, raw, forms, dataset, contrast_labels))
-        if contrast_labels
-        else None
-    )
+    names = LABELS[dataset]
+    tgt = torch.tensor([names.index(lab) for lab in labels])
+    con = torch.tensor([names.index(lab) for lab in contrast_labels]) if contrast_labels else None
+    if target_mode == "label":
+        ids_per_form = verbaliser_ids(tokenizer, [f for _, f in forms])
+        width_l = max(len(t) for t in ids_per_form)
+        one = torch.full((len(forms), width_l), -1, dtype=torch.long)
+        for i, t in enumerate(ids_per_form):
+            one[i, : len(t)] = torch.tensor(t)
+        form_ids = one.expand(len(rendered), -1, -1)
+        form_label = torch.tensor([j for j, _ in forms]).expand(len(rendered), -1)
+    else:  # each label's most probable form's first token
+        firsts = [target_tokens(tokenizer, raw, forms, dataset, [lab] * len(raw)) for lab in names]
+        form_ids = torch.tensor(firsts).T.unsqueeze(-1)
+        form_label = torch.arange(len(names)).expand(len(rendered), -1)
     device = next(model.parameters()).device
     prefix_kv = None
     if plen:
@@ -170,9 +204,12 @@ def prepare(
         tgt.to(device),
         None if con is None else con.to(device),
         list(labels),
+        form_ids.contiguous().to(device),
+        form_label.contiguous().to(device),
+        len(names),
+        target_mode,
         plen,
         prefix_kv,
-        torch.tensor(sorted({first_token(tokenizer, f) for _, f in forms}), device=device),
     )
 
 
@@ -181,6 +218,21 @@ def input_embeddings(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     full = model.get_input_embeddings()(batch.ids)
     idx = batch.in_pos.unsqueeze(-1).expand(-1, -1, full.shape[-1])
     return full, full.gather(1, idx) * batch.in_valid.unsqueeze(-1)
+
+
+def _prompt_pass(model, emb, mask, positions, batch: Batch, use_cache: bool):
+    """Last-position logits ``[n, V]`` and the KV cache of a full-layout embedding batch."""
+    plen = batch.prefix_len
+    cache = expand_prefix(model, batch.prefix_kv, emb.shape[0]) if plen else None
+    out = model(
+        inputs_embeds=emb[:, plen:],
+        attention_mask=mask,
+        position_ids=positions[:, plen:],
+        past_key_values=cache,
+        use_cache=use_cache or bool(plen),
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1], out.past_key_values
 
 
 def last_logits(
@@ -192,38 +244,93 @@ def last_logits(
     width, e.g. IG steps × examples); the shared prefix is served from
     ``batch.prefix_kv`` and only the tokens after it go through the model.
     """
-    plen = batch.prefix_len
-    if not plen:
+    return _prompt_pass(model, emb, mask, positions, batch, use_cache=False)[0]
+
+
+def form_logprobs_at(
+    model,
+    emb: torch.Tensor,
+    mask: torch.Tensor,
+    positions: torch.Tensor,
+    forms: torch.Tensor,
+    batch: Batch,
+) -> torch.Tensor:
+    """Teacher-forced log-probability ``[n, F]`` of each form's token sequence
+    (``forms [n, F, L]``, ``-1``-padded) after full-layout embeddings.
+
+    One pass over the prompt (prefix from the cache) gives every form's first token; the
+    cache is then repeated once per form and one pass over the forms' remaining tokens
+    scores the rest, as :func:`xalign_utils.scoring.score_labels` does for token ids.
+    Differentiable in ``emb``.
+    """
+    n, n_forms, width = forms.shape
+    logits, cache = _prompt_pass(model, emb, mask, positions, batch, use_cache=width > 1)
+    logp = torch.log_softmax(logits.float(), -1)
+    score = logp.gather(1, forms[:, :, 0].clamp(min=0))
+    if width > 1:
+        cache.batch_repeat_interleave(n_forms)
+        cont = forms[:, :, :-1].reshape(n * n_forms, width - 1)
+        targets = forms[:, :, 1:].reshape(n * n_forms, width - 1)
+        valid = targets >= 0
         out = model(
-            inputs_embeds=emb, attention_mask=mask, position_ids=positions, logits_to_keep=1
+            input_ids=cont.clamp(min=0),
+            attention_mask=torch.cat(
+                [mask.repeat_interleave(n_forms, 0), torch.ones_like(cont)], 1
+            ),
+            position_ids=positions[:, -1:].repeat_interleave(n_forms, 0)
+            + 1
+            + torch.arange(width - 1, device=forms.device),
+            past_key_values=cache,
         )
-        return out.logits[:, -1]
-    cache = expand_prefix(model, batch.prefix_kv, emb.shape[0])
-    out = model(
-        inputs_embeds=emb[:, plen:],
-        attention_mask=mask,
-        position_ids=positions[:, plen:],
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    return out.logits[:, -1]
+        cont_logp = torch.log_softmax(out.logits.float(), -1)
+        tok = cont_logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        score = score + (tok * valid).sum(-1).view(n, n_forms)
+    return score
 
 
-def make_forward(model, batch: Batch) -> Callable[..., torch.Tensor]:
+def label_logprobs_at(
+    model,
+    emb: torch.Tensor,
+    mask: torch.Tensor,
+    positions: torch.Tensor,
+    forms: torch.Tensor,
+    form_label: torch.Tensor,
+    n_labels: int,
+    batch: Batch,
+) -> torch.Tensor:
+    """Per-label log-probabilities ``[n, n_labels]``: each label's forms' probabilities
+    summed (``-inf`` for a label none of ``forms`` belongs to)."""
+    score = form_logprobs_at(model, emb, mask, positions, forms, batch)
+    owner = form_label.unsqueeze(-1) == torch.arange(n_labels, device=form_label.device)
+    masked = torch.where(owner, score.unsqueeze(-1), score.new_tensor(float("-inf")))
+    return torch.logsumexp(masked, dim=1)
+
+
+def make_forward(model, batch: Batch, renormalise: bool = False) -> Callable[..., torch.Tensor]:
     """The scalar target as a function of the input-token embeddings (Captum's forward).
 
-    Extra arguments (Captum repeats them per IG step / perturbation): full embeddings,
-    mask, positions, input positions, validity, target and contrast token ids. ``batch``
-    supplies the shared prefix cache (see :class:`Batch`).
+    The target is ``log p(target label)`` (minus ``log p(contrast label)`` for a contrast
+    target), each label summed over its forms; with ``renormalise`` the probabilities
+    are renormalised over the label set first (``forward_args(..., all_labels=True)``
+    must then supply every label's forms). Extra arguments (Captum repeats them per IG
+    step / perturbation): see :func:`forward_args`. ``batch`` supplies the shared
+    prefix cache (see :class:`Batch`).
     """
 
-    def forward(inp, full, mask, positions, in_pos, in_valid, target, contrast=None):
+    def forward(
+        inp, full, mask, positions, in_pos, in_valid, forms, form_label, target, contrast=None
+    ):
         idx = in_pos.unsqueeze(-1).expand(-1, -1, full.shape[-1])
         current = full.gather(1, idx)
         src = torch.where(in_valid.unsqueeze(-1), inp.to(full.dtype), current)
-        logits = last_logits(model, full.scatter(1, idx, src), mask, positions, batch)
-        logp = torch.log_softmax(logits.float(), -1)
+        emb = full.scatter(1, idx, src)
+        logp = label_logprobs_at(
+            model, emb, mask, positions, forms, form_label, batch.n_labels, batch
+        )
+        if renormalise:
+            if torch.isinf(logp).any():
+                raise ValueError("renormalise needs every label's forms: all_labels=True")
+            logp = torch.log_softmax(logp, -1)
         value = logp.gather(1, target.unsqueeze(1)).squeeze(1)
         if contrast is not None:
             value = value - logp.gather(1, contrast.unsqueeze(1)).squeeze(1)
@@ -232,16 +339,31 @@ def make_forward(model, batch: Batch) -> Callable[..., torch.Tensor]:
     return forward
 
 
-def forward_args(batch: Batch, full: torch.Tensor) -> tuple:
+def forward_args(batch: Batch, full: torch.Tensor, all_labels: bool = False) -> tuple:
     """The extra arguments of :func:`make_forward`'s function for a batch (Captum's
     ``additional_forward_args``): full embeddings, mask, positions, input positions,
-    validity, target and contrast token ids."""
+    validity, the label forms and their labels, target and contrast label indices.
+
+    Only the forms of the target (and contrast) label are passed unless ``all_labels``:
+    their continuations are all the target needs, and fewer forms is fewer rows in the
+    continuation pass.
+    """
+    forms, form_label = batch.forms, batch.form_label
+    if not all_labels:
+        keep = form_label == batch.target.unsqueeze(1)
+        if batch.contrast is not None:
+            keep |= form_label == batch.contrast.unsqueeze(1)
+        form_label = torch.where(keep, form_label, torch.full_like(form_label, -1))
+        used = keep.any(0)  # drop forms no example of the batch uses
+        forms, form_label = forms[:, used], form_label[:, used]
     return (
         full,
         batch.mask,
         batch.positions,
         batch.in_pos,
         batch.in_valid,
+        forms,
+        form_label,
         batch.target,
         batch.contrast,
     )

@@ -5,6 +5,8 @@ instruction with the input, the label options, and a one-word answer (classifica
 the same input with a request for the most important words for a label, unbounded
 ("Unbound") or exactly k of them ("Top-Var"); free-text explanations before or after the
 answer. They are plain strings, editable from a notebook (``TEMPLATES[...] = ...``).
+The ``minimal`` role is no task instruction at all: a one-line question naming the
+options, then the input (:data:`MINIMAL_QUESTIONS`), for the scoring sensitivity check.
 
 Rendering records, for every input word, the token positions it occupies in the
 chat-formatted prompt, via the tokenizer's offset mapping on the rendered string, so
@@ -59,6 +61,37 @@ ROLES: dict[str, str] = {
 
 #: Editable copy of every template: ``TEMPLATES[(dataset, role)]``.
 TEMPLATES: dict[tuple[str, str], str] = {(d, r): TASKS[d] + ROLES[r] for d in TASKS for r in ROLES}
+
+
+def or_options(dataset: str) -> str:
+    """The verbalisers joined as a spoken choice: ``entailment, neutral or contradiction``."""
+    names = [VERBALISERS[dataset][lab] for lab in LABELS[dataset]]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+#: The ``minimal`` role's one-line question per dataset (``{choice}``: :func:`or_options`).
+#: It replaces the task instruction and the answer format request: the scoring
+#: sensitivity analysis (:mod:`xalign_utils.calibration`) asks whether the label
+#: collapse comes from the project prompt's wording.
+MINIMAL_QUESTIONS: dict[str, str] = {
+    "esnli": "Premise, then hypothesis: {choice}?",
+    "xnli": "Premise, then hypothesis: {choice}?",
+    "sst2": "Is the sentiment of this sentence {choice}?",
+    "synthetic": "Is the sentiment of this sentence {choice}?",
+    "movies": "Is the sentiment of this review {choice}?",
+    "hatexplain": "Is this post {choice}?",
+    "fever": "Claim, then evidence: {choice}?",
+}
+
+
+def minimal_template(dataset: str) -> str:
+    """The ``minimal`` template: the question, then each input field on its own line."""
+    question = MINIMAL_QUESTIONS.get(dataset, "Which is it: {choice}?")
+    fields = re.findall(r"\{(\w+)\}", TASKS[dataset])
+    return question.format(choice=or_options(dataset)) + "".join(f"\n{{{f}}}" for f in fields)
+
+
+TEMPLATES.update({(d, "minimal"): minimal_template(d) for d in TASKS})
 
 
 class ContextLengthError(ValueError):
@@ -149,7 +182,7 @@ def render(
     Args:
         tokenizer: a fast Hugging Face tokenizer with a chat template.
         ex: the example.
-        role: key into :data:`ROLES`.
+        role: key into :data:`ROLES`, or ``minimal``.
         assistant_prefix: text the assistant turn starts with (e.g. a label to attribute).
         max_length: the model's context; longer prompts raise :class:`ContextLengthError`.
         **fields: template fields such as ``label`` and ``k``.

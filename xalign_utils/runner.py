@@ -29,6 +29,7 @@ import torch
 from accelerate import PartialState
 
 from .attribution import attribute
+from .attribution.nulls import word_counts
 from .attribution.registry import COST_TIERS, METHODS, available_methods
 from .data import load_examples, save_examples
 from .models import load_model
@@ -64,7 +65,9 @@ def run_attribution(
         model_name: model to load (``None``: the offline default).
         device: torch device; by default ``accelerate`` picks this process's GPU, or
             the CPU.
-        **options: passed to :func:`xalign_utils.attribution.attribute`.
+        **options: passed to :func:`xalign_utils.attribution.attribute`. The rarity
+            null's ``word_counts`` default to counts over all of ``examples`` (every
+            process the same, whatever its shard).
 
     Returns:
         The gathered table (every process returns it after the barrier), rows in the
@@ -74,6 +77,8 @@ def run_attribution(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     indexed = list(enumerate(examples))
+    if "word_rarity" in methods and options.get("word_counts") is None:
+        options["word_counts"] = word_counts(examples)
     with state.split_between_processes(indexed) as shard:
         model, tokenizer = load_model(
             model_name, for_gradients=True, device=device or str(state.device)

@@ -5,9 +5,11 @@ Everything is batched over examples (left-padded prompts of one dataset): the fo
 function the methods see takes the embeddings of the *input-word tokens only* and
 scatters them into the full prompt's embeddings (:mod:`xalign_utils.forward`).
 
-Target: the log-probability of the first token of the target label's verbaliser at the
-position where the answer starts (predicted label by default; the gold label; or a
-contrast ``log p(a) − log p(b)``).
+Target: the teacher-forced log-probability of the whole target label string after the
+prompt, summed over its surface forms, as predictions are scored (predicted label by
+default; the gold label; or a contrast ``log p(a) − log p(b)``); ``target_mode=
+"first_token"`` attributes the first token of the label's most probable form instead
+(what Inseq attributes by default), for comparison.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def attribute(
     *,
     target: str = "pred",
     labels: Sequence[str] | None = None,
+    target_mode: str = "label",
     batch_size: int = 8,
     progress: bool = False,
     **options,
@@ -61,6 +64,7 @@ def attribute(
         method: a name from :func:`available_methods`, or a list of them.
         target: ``pred``, ``gold`` or ``contrast`` (see :func:`prepare`).
         labels: explicit target labels, one per example.
+        target_mode: ``label`` (whole label string) or ``first_token`` (see module doc).
         progress: show a tqdm bar over batches.
         **options: method options (``ig_steps``; ``n_samples`` for LIME/KernelSHAP;
             ``gradient_shap_samples``; ``noise_samples``, ``bisection_steps``, ``norm``
@@ -105,6 +109,7 @@ def attribute(
             [examples[i] for i in chunk],
             target=target,
             labels=None if labels is None else [labels[i] for i in chunk],
+            target_mode=target_mode,
         )
         shared: dict = {}
         for k, m in enumerate(methods):

@@ -1,66 +1,266 @@
-"""Noiser ("Noiser: Bounded Input Perturbations for Attributing Large Language Models",
-2025): bounded Gaussian noise per input token, batched over tokens × noise samples."""
+"""Noiser (Madani et al. 2025, "Noiser: Bounded Input Perturbations for Attributing Large
+Language Models"): bounded Gaussian noise on one input embedding at a time, batched over
+tokens × noise samples.
+
+**The paper's algorithm** (read from its released code, ``qasemii/noiser``,
+``importance_score_evaluator/utils.py``: ``get_rationales``, ``make_noisy_embeddings``), for a
+plain prompt and its greedy next token y:
+
+1. one seeded draw ε ∈ R^{S×D}, ε ~ N(0, I), S = 10 samples, reused for every token, every
+   bisection step and every prompt (the code reseeds its generator at each call);
+2. noise on token t at scale σ is *absolute*, ``σ · ε_s / B_p(D)`` with B_p(D) ≈ E‖ε‖_p
+   (:data:`NORM_BOUNDS`; the code's default is L2, so ‖noise‖₂ ≈ σ);
+3. per token, bisect σ ∈ [0, 1] (10 steps); σ keeps the prediction when y is rank 0 in the
+   *mean* over samples of the noisy next-token distributions;
+4. σ* = the smallest σ over tokens; token t's score is ``p(y|x) − mean_s p(y|x, σ*·noise on t)``.
+
+That is ``variant="paper"``, :func:`noiser_next_token` (plain prompts, e.g. Knowns and
+LongRA): ``forward.prepare`` renders only classification prompts, so it works on token ids.
+
+**Label-set adaptation** (``variant="label_set"``, :func:`noiser`, the registry's method for
+prompted classification): the same noise, bisection and σ*, but the prediction is the label
+as predictions define it, the argmax of :func:`~xalign_utils.forward.label_logprobs_at`
+(whole label strings, surface forms summed, so ``neutral`` → ``Neutral`` is no change), and
+the distribution is the label set's, renormalised over the labels. Why: the vocabulary-wide
+rank of a label's first token fails for chat models that prefer to start "The answer...", so
+no σ > 0 would ever qualify; the renormalised label distribution is what predictions
+(argmax) and the faithfulness metrics (``faithfulness.label_probabilities``) use; and
+averaging the *renormalised* distributions over samples is the paper's mean criterion on
+the quantity the prediction is taken from (raw label probabilities would let the one sample
+that puts most mass on labels decide).
+
+Options (both variants): ``criterion="mean"`` (the paper's) or ``"all"`` (every sample must
+keep the prediction, stricter: smaller σ*); ``scaling="absolute"`` (the paper's) or
+``"relative"`` (``σ·‖e_t‖_p·ε/B_p(D)``, noise proportional to each token's embedding norm).
+
+Differences from the released code, on purpose: a token's bisection result is the largest σ
+*verified* to keep the prediction (the code keeps the last midpoint tried, which may fail;
+they differ by < 2^-steps), so σ* = 0 means no σ > 0 tried keeps the prediction: flagged
+(``noiser_no_sigma``), scores 0; the clean input (σ = 0) must keep it (``noiser_clean_ok``,
+else flagged, scores 0: with ``target="pred"`` that is a bug); scores are not divided by
+their sum (ranks unchanged when it is positive); ε comes from ``torch.Generator(seed)``, not
+numpy's ``RandomState(1)``; in prompted classification only input-word tokens are noised
+(never instruction or chat template); on plain prompts every token, as in the code.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..forward import Batch, input_embeddings, last_logits
+from ..forward import Batch, input_embeddings, label_logprobs_at
 from .aggregate import to_words
 
+#: E‖ε‖_p of ε ~ N(0, I_d) (approximations the paper uses): noise is ``ε / B_p(d)``.
 NORM_BOUNDS: dict[str, Callable[[int], float]] = {
     "l1": lambda d: math.sqrt(2 / math.pi) * d,
     "l2": lambda d: math.sqrt(d),
     "linf": lambda d: math.sqrt(2 * math.log(d)),
 }
+_ORDER = {"l1": 1.0, "l2": 2.0, "linf": float("inf")}
+VARIANTS = ("paper", "label_set")
+SCALINGS = ("absolute", "relative")
+CRITERIA = ("mean", "all")
+
+#: ``probs_fn(rows [k, T, D]) -> [k, C]``: the distribution the prediction is taken from.
+ProbsFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def noisy_runs(
-    model, one: Batch, inp: torch.Tensor, full: torch.Tensor, unit_noise: torch.Tensor, chunk: int
-):
-    """Return ``run(sigma, want_prob)`` evaluating noise ``sigma[t]`` on token t alone.
+@dataclass
+class NoiserResult:
+    """One prompt's Noiser scores and diagnostics.
 
-    ``one`` holds a single example; ``unit_noise`` is ``[n_tok, samples, D]`` (σ = 1).
-    All tokens × samples go through the model in batched chunks.
+    Attributes:
+        scores: ``[n_tokens]`` drop in the target's probability per noised token.
+        sigma: σ*, the noise scale applied to every token (0 when flagged).
+        clean_ok: the clean input (σ = 0) keeps the prediction.
+        no_sigma: no σ > 0 tried keeps the prediction for every token (scores 0).
+        target: the token id (``paper``) or label index (``label_set``) attributed.
     """
-    valid_idx = torch.nonzero(one.in_valid[0]).squeeze(-1)
-    n_tok, samples, d = unit_noise.shape
-    total = n_tok * samples
-    tok_idx = valid_idx.repeat_interleave(samples)
-    target = one.target[0]
-    cands = one.candidates
 
-    def run(sigma: torch.Tensor, want_prob: bool) -> torch.Tensor:
-        noisy = inp.expand(total, -1, -1).clone()
-        noisy[torch.arange(total), tok_idx] += (unit_noise * sigma.view(n_tok, 1, 1)).reshape(
-            total, d
-        )
-        outs = []
-        for s in range(0, total, chunk):
-            e = noisy[s : s + chunk]
-            k = e.shape[0]
-            emb = full.expand(k, -1, -1)
-            idx = one.in_pos.expand(k, -1).unsqueeze(-1).expand(-1, -1, d)
-            src = torch.where(one.in_valid.expand(k, -1).unsqueeze(-1), e, emb.gather(1, idx))
-            logits = last_logits(
-                model,
-                emb.scatter(1, idx, src),
-                one.mask.expand(k, -1),
-                one.positions.expand(k, -1),
-                one,
-            ).float()
-            outs.append(
-                torch.softmax(logits, -1)[:, target]
-                if want_prob
-                else cands[logits[:, cands].argmax(-1)] == target
-            )
-        return torch.cat(outs).view(n_tok, samples)
+    scores: np.ndarray
+    sigma: float
+    clean_ok: bool
+    no_sigma: bool
+    target: int
 
-    return run
+
+def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, not {value!r}")
+
+
+def unit_noise(samples: int, dim: int, seed: int, norm: str = "l2") -> torch.Tensor:
+    """The one seeded draw ``ε / B_p(dim)`` ``[samples, dim]`` (float32, CPU) that every
+    token, bisection step and prompt reuses: ``ε = torch.randn((samples, dim))`` from
+    ``torch.Generator().manual_seed(seed)``."""
+    _check("norm", norm, tuple(NORM_BOUNDS))
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn((samples, dim), generator=gen) / NORM_BOUNDS[norm](dim)
+
+
+def token_noise(
+    unit: torch.Tensor, tokens: torch.Tensor, scaling: str = "absolute", norm: str = "l2"
+) -> torch.Tensor:
+    """Noise at σ = 1 per token and sample ``[n_tok, S, D]`` from ``unit [S, D]`` and the
+    tokens' clean embeddings ``[n_tok, D]``: the same draw for every token (``absolute``),
+    or scaled by each token's embedding p-norm (``relative``)."""
+    _check("scaling", scaling, SCALINGS)
+    out = unit.to(tokens.device, tokens.dtype).expand(tokens.shape[0], -1, -1)
+    if scaling == "relative":
+        out = out * tokens.norm(p=_ORDER[norm], dim=-1).view(-1, 1, 1)
+    return out
+
+
+def keeps_prediction(probs: torch.Tensor, target: int, criterion: str = "mean") -> torch.Tensor:
+    """Whether noise keeps the prediction, per token, from ``probs [n_tok, S, C]``.
+
+    ``mean``: ``target`` is the argmax of the mean distribution over the S samples (the
+    paper's); ``all``: ``target`` is every sample's argmax.
+    """
+    _check("criterion", criterion, CRITERIA)
+    if criterion == "mean":
+        return probs.mean(1).argmax(-1) == target
+    return (probs.argmax(-1) == target).all(1)
+
+
+def noisy_evaluator(
+    probs_fn: ProbsFn,
+    base: torch.Tensor,
+    positions: torch.Tensor,
+    noise: torch.Tensor,
+    target: int,
+    criterion: str = "mean",
+    chunk: int = 64,
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Return ``evaluate(sigma [n_tok]) -> (keeps [n_tok], mean p(target) [n_tok])``.
+
+    Row (t, s) is ``base [T, D]`` with ``sigma[t] · noise[t, s]`` added at ``positions[t]``
+    alone; rows go through ``probs_fn`` in chunks of whole tokens (≈ ``chunk`` rows).
+    """
+    n_tok, samples, dim = noise.shape
+    per = max(1, chunk // samples)
+
+    def evaluate(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keep, prob = [], []
+        for start in range(0, n_tok, per):
+            t = slice(start, start + per)
+            k = noise[t].shape[0] * samples
+            rows = base.expand(k, -1, -1).clone()
+            add = noise[t] * sigma[t].view(-1, 1, 1).to(noise.dtype)
+            at = positions[t].repeat_interleave(samples)
+            rows[torch.arange(k, device=rows.device), at] += add.reshape(k, dim)
+            probs = probs_fn(rows)
+            probs = probs.view(-1, samples, probs.shape[-1])
+            keep.append(keeps_prediction(probs, target, criterion))
+            prob.append(probs[..., target].mean(1))
+        return torch.cat(keep), torch.cat(prob)
+
+    return evaluate
+
+
+def search(
+    probs_fn: ProbsFn,
+    base: torch.Tensor,
+    positions: torch.Tensor,
+    noise: torch.Tensor,
+    target: int | None = None,
+    steps: int = 10,
+    criterion: str = "mean",
+    chunk: int = 64,
+) -> NoiserResult:
+    """Noiser on one prompt: clean check, per-token bisection, σ*, probability drops.
+
+    Args:
+        probs_fn: the distribution the prediction is taken from (see :data:`ProbsFn`).
+        base: clean embeddings ``[T, D]`` (the full layout ``probs_fn`` expects).
+        positions: ``[n_tok]`` positions in ``base`` to noise, one at a time.
+        noise: ``[n_tok, S, D]`` noise at σ = 1 (:func:`token_noise`).
+        target: the class to keep (``None``: the clean argmax).
+    """
+    with torch.inference_mode():
+        clean = probs_fn(base.unsqueeze(0))[0]
+        pred = int(clean.argmax())
+        target = pred if target is None else int(target)
+        n_tok = positions.shape[0]
+        zeros = np.zeros(n_tok)
+        if pred != target:  # σ = 0 does not keep the prediction: flagged, no search
+            return NoiserResult(zeros, 0.0, False, True, target)
+        evaluate = noisy_evaluator(probs_fn, base, positions, noise, target, criterion, chunk)
+        lo = torch.zeros(n_tok, device=base.device)
+        hi = torch.ones(n_tok, device=base.device)
+        for _ in range(steps):
+            mid = (lo + hi) / 2
+            ok = evaluate(mid)[0]
+            lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+        sigma = float(lo.min()) if n_tok else 0.0
+        if sigma <= 0:  # some token loses the prediction at every σ > 0 tried
+            return NoiserResult(zeros, 0.0, True, True, target)
+        noisy = evaluate(torch.full((n_tok,), sigma, device=base.device))[1]
+        drop = (clean[target] - noisy).double().cpu().numpy()
+    return NoiserResult(drop, sigma, True, False, target)
+
+
+def noiser_next_token(
+    model,
+    input_ids: Sequence[int] | torch.Tensor,
+    target_token: int | None = None,
+    input_positions: Sequence[int] | None = None,
+    noise_samples: int = 10,
+    bisection_steps: int = 10,
+    norm: str = "l2",
+    scaling: str = "absolute",
+    criterion: str = "mean",
+    seed: int = 0,
+    chunk: int = 64,
+) -> NoiserResult:
+    """The paper's Noiser (``variant="paper"``) on a plain next-token prompt.
+
+    Args:
+        input_ids: the prompt's token ids (no padding; special tokens as the caller wants).
+        target_token: the token attributed (``None``: the greedy next token, the paper's
+            target); one that is not the greedy token fails the clean check (flagged).
+        input_positions: the positions noised and scored (``None``: every token, as the
+            paper's code does).
+        noise_samples, bisection_steps, norm, scaling, criterion, seed: see the module doc.
+
+    Returns:
+        Scores ``[len(input_positions)]`` and diagnostics (:class:`NoiserResult`).
+    """
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(input_ids, dtype=torch.long, device=device).view(1, -1)
+    pos = list(range(ids.shape[1])) if input_positions is None else list(input_positions)
+    positions = torch.tensor(pos, dtype=torch.long, device=device)
+    with torch.inference_mode():
+        base = model.get_input_embeddings()(ids)[0]
+
+    def probs_fn(rows: torch.Tensor) -> torch.Tensor:
+        logits = model(inputs_embeds=rows, logits_to_keep=1).logits[:, -1]
+        return torch.softmax(logits.float(), -1)
+
+    unit = unit_noise(noise_samples, base.shape[-1], seed, norm)
+    noise = token_noise(unit, base[positions], scaling, norm)
+    return search(probs_fn, base, positions, noise, target_token, bisection_steps, criterion, chunk)
+
+
+def label_scores(model, one: Batch, emb: torch.Tensor) -> torch.Tensor:
+    """Whole-label log-probabilities ``[k, n_labels]`` of one example under ``k``
+    full-layout embeddings (every label's forms)."""
+    k = emb.shape[0]
+    return label_logprobs_at(
+        model,
+        emb,
+        one.mask.expand(k, -1),
+        one.positions.expand(k, -1),
+        one.forms.expand(k, -1, -1),
+        one.form_label.expand(k, -1),
+        one.n_labels,
+        one,
+    )
 
 
 def noiser(
@@ -70,61 +270,69 @@ def noiser(
     bisection_steps: int = 10,
     norm: str = "l2",
     seed: int = 0,
+    variant: str = "label_set",
+    scaling: str = "absolute",
+    criterion: str = "mean",
     chunk: int = 64,
     **_,
 ) -> tuple[list, dict]:
-    """Noiser: bounded Gaussian noise per input token (see DESIGN.md §7).
+    """Noiser's label-set adaptation on a prompted-classification batch (module doc).
 
-    Noise on token t is ``σ · ||e_t||_p · ε / E||ε||_p`` with ε ~ N(0, I); the bound
-    E||ε||_p uses the expected-norm approximations in :data:`NORM_BOUNDS`. For each token
-    the largest σ ∈ [0, 1] that keeps the target token at rank 0 for every noise
-    sample is bisected; the smallest such σ over tokens is then applied to each token
-    in turn and the token's score is the mean drop in the target token's probability.
+    Each example's input-word tokens are noised one at a time; the prediction is the
+    argmax of the whole-label log-probabilities and must equal the batch's target label
+    (the prediction under ``target="pred"``); scores are drops in the target's
+    probability renormalised over the label set, summed into words. The noise draw
+    depends on ``seed`` only, not on the example's place in the batch.
 
-    Rank 0 is taken among the label tokens (``batch.candidates``), not the whole
-    vocabulary: a prompted classifier's label token is rarely the model's overall top
-    token (the 135M model puts < 1% of its mass on labels and would rather start "The
-    answer..."), and with the whole vocabulary no σ > 0 ever qualifies, so every score
-    is 0. Among labels, the criterion is the paper's "prediction unchanged".
-    All tokens × noise samples of an example are evaluated in batched forwards. A
-    contrast target is not used here: Noiser is defined on the predicted token.
+    Returns:
+        Word scores (signed and magnitude ``|score|``) and extras ``noiser_sigma`` (σ*),
+        ``noiser_clean_ok`` (σ = 0 keeps the prediction; False means a target that is
+        not the prediction, or a bug) and ``noiser_no_sigma`` (flagged rows: scores 0).
+
+    Raises:
+        ValueError: ``variant="paper"`` (use :func:`noiser_next_token`: ``prepare`` does
+            not build plain next-token prompts) or an unknown option value.
     """
-    gen = torch.Generator().manual_seed(seed)
-    p = {"l1": 1, "l2": 2, "linf": float("inf")}[norm]
-    results, sigmas = [], []
+    _check("variant", variant, VARIANTS)
+    if variant == "paper":
+        raise ValueError(
+            "variant='paper' attributes the greedy next token of a plain prompt: use "
+            "noiser_next_token(model, input_ids, ...); prepare() builds classification "
+            "prompts, whose predictions are labels (variant='label_set')"
+        )
+    unit = unit_noise(noise_samples, model.get_input_embeddings().weight.shape[-1], seed, norm)
+    results, sigma, clean_ok, no_sigma = [], [], [], []
     for b in range(batch.size):
         one = batch.slice(b, b + 1)
-        full, inp = input_embeddings(model, one)
-        full, inp = full.detach(), inp.detach()
-        d = inp.shape[-1]
-        valid_idx = torch.nonzero(one.in_valid[0]).squeeze(-1)
-        n_tok = len(valid_idx)
-        eps = torch.randn((n_tok, noise_samples, d), generator=gen).to(inp.device)
-        unit_noise = eps * (
-            inp[0, valid_idx].norm(p=p, dim=-1).view(n_tok, 1, 1) / NORM_BOUNDS[norm](d)
-        )
-        run = noisy_runs(model, one, inp, full, unit_noise, chunk)
         with torch.inference_mode():
-            lo = torch.zeros(n_tok, device=inp.device)
-            hi = torch.ones(n_tok, device=inp.device)
-            keeps_at_one = run(hi, False).all(1)
-            for _ in range(bisection_steps):
-                mid = (lo + hi) / 2
-                ok = run(mid, False).all(1)
-                lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
-            sigma = (
-                float(torch.where(keeps_at_one, torch.ones_like(lo), lo).min()) if n_tok else 0.0
-            )
-            clean = last_logits(model, full, one.mask, one.positions, one)
-            p_clean = torch.softmax(clean.float(), -1)[0, one.target[0]]
-            if sigma > 0:
-                noisy = run(torch.full((n_tok,), sigma, device=inp.device), True)
-                drop = (p_clean - noisy).mean(1)
-            else:  # no noise level keeps the prediction for every token: all scores 0
-                drop = torch.zeros(n_tok, device=inp.device)
-        tok = torch.zeros(batch.in_pos.shape[1], dtype=torch.float64, device=inp.device)
-        tok[:n_tok] = drop.double()
+            full, inp = input_embeddings(model, one)
+        valid = one.in_valid[0]
+        positions = one.in_pos[0][valid]
+
+        def probs_fn(rows: torch.Tensor, one: Batch = one) -> torch.Tensor:
+            return torch.softmax(label_scores(model, one, rows), -1)
+
+        noise = token_noise(unit, inp[0][valid], scaling, norm)
+        res = search(
+            probs_fn,
+            full[0],
+            positions,
+            noise,
+            int(one.target[0]),
+            bisection_steps,
+            criterion,
+            chunk,
+        )
+        tok = torch.zeros(batch.in_pos.shape[1], dtype=torch.float64, device=batch.in_pos.device)
+        tok[: len(res.scores)] = torch.from_numpy(res.scores).to(tok.device)
         results.append(tok)
-        sigmas.append(sigma)
+        sigma.append(res.sigma)
+        clean_ok.append(res.clean_ok)
+        no_sigma.append(res.no_sigma)
     tok = torch.stack(results)
-    return to_words(batch, tok, tok.abs()), {"noiser_sigma": np.array(sigmas)}
+    extras = {
+        "noiser_sigma": np.array(sigma),
+        "noiser_clean_ok": np.array(clean_ok),
+        "noiser_no_sigma": np.array(no_sigma),
+    }
+    return to_words(batch, tok, tok.abs()), extras

@@ -15,7 +15,13 @@ from ..schema import lookup
 from .attention import attention, flow, rollout
 from .gradient import gradient_shap, input_x_gradient, integrated_gradients, saliency
 from .noiser import noiser
-from .nulls import random_scores
+from .nulls import (
+    position_from_end,
+    position_from_start,
+    random_scores,
+    tokens_per_word,
+    word_rarity,
+)
 from .perturbation import kernel_shap, lime, occlusion
 
 #: Cost tiers, cheapest first: one forward (or forward/backward) per batch; many passes
@@ -58,6 +64,19 @@ _SPECS = (
         True,
         expected_faithful=False,
         options=("seed",),
+    ),
+    MethodSpec(
+        "position_from_start", position_from_start, "null", "one_pass", expected_faithful=False
+    ),
+    MethodSpec("position_from_end", position_from_end, "null", "one_pass", expected_faithful=False),
+    MethodSpec("tokens_per_word", tokens_per_word, "null", "one_pass", expected_faithful=False),
+    MethodSpec(
+        "word_rarity",
+        word_rarity,
+        "null",
+        "one_pass",
+        expected_faithful=False,
+        options=("word_counts",),
     ),
     MethodSpec("attention", attention, "attention", "one_pass", expected_faithful=False),
     MethodSpec("attention_rollout", rollout, "attention", "one_pass"),
