@@ -51,7 +51,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "scoring",
         "forward calibration",
         "attribution explanations faithfulness training decoding",
-        "plausibility consistency validation",
+        "plausibility consistency validation comparisons",
         "runner planted checks baselines metric_tables validation_runs",  # stage tables
         "reports plots",
     )

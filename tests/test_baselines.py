@@ -50,7 +50,9 @@ def test_rationale_sources_and_raw_table_name():
     assert B.rationale_sources("gold, pred") == ["gold", "pred"]
     cfg = load_config("smoke", rationale_labels="gold,pred")
     assert B.raw_rationales_name(cfg) == "rationales_raw_gold_pred"
-    assert B.raw_rationales_name(load_config("smoke")) == "rationales_raw_gold"
+    assert B.raw_rationales_name(load_config("smoke", rationale_labels="gold")) == (
+        "rationales_raw_gold"
+    )
 
 
 def test_elicit_rationales_asks_each_source_and_role_in_order(monkeypatch):
@@ -68,9 +70,12 @@ def test_elicit_rationales_asks_each_source_and_role_in_order(monkeypatch):
     out = B.elicit_rationales(None, None, examples, PREDICTIONS, cfg)
     assert [c[0] for c in calls] == ["rationale_unbound", "rationale_topk"] * 2
     assert calls[0][1] == ["positive", "negative"]  # gold
-    assert calls[2][1] == ["positive", "positive"]  # the model's predictions
+    # the model predicts "positive" for both: example a's prompt equals its gold prompt and
+    # is not generated again, only b's is
+    assert calls[2][1] == ["positive"]
     assert calls[0][2:] == (cfg.topk_fixed, cfg.max_new_tokens, cfg.gen_batch_size)
     assert list(out["label_source"]) == ["gold"] * 4 + ["pred"] * 4
+    assert list(out["asked_label"][4:]) == ["positive", "positive"] * 2
     assert list(out.index) == list(range(8))
 
 

@@ -253,6 +253,8 @@ def test_model_explanations_keep_gold_lists_and_name_every_type():
             "id": ["a", "a", "a", "b"],
             "role": ["rationale_unbound", "rationale_topk", "rationale_topk", "rationale_topk"],
             "label_source": ["gold", "gold", "pred", "gold"],
+            "asked_label": ["x", "x", "y", "x"],
+            "status": "ok",
             "positions": [[1, 2], [3], [4], []],
         }
     )
@@ -261,10 +263,11 @@ def test_model_explanations_keep_gold_lists_and_name_every_type():
             "id": ["a", "c"],
             "role": ["explain_then_predict", "predict_then_explain"],
             "positions": [[0], [5]],
+            "answer": ["x", None],
             "explanation": ["free text", "other"],  # overwritten by the type's name
         }
     )
-    out = validation.model_explanations(rationales, free, {"a", "b"})
+    out = validation.model_explanations(rationales, free, {"a", "b"}, label_source="gold")
     assert list(out["explanation"]) == [
         "Unbound list",
         "Top-Var list",
@@ -272,7 +275,15 @@ def test_model_explanations_keep_gold_lists_and_name_every_type():
         "free text (explain first)",
     ]
     assert [list(p) for p in out["positions"]] == [[1, 2], [3], [], [0]]
-    assert len(validation.model_explanations(rationales, free)) == 5  # no id filter
+    assert list(out["about_label"]) == ["x", "x", "x", "x"]
+    assert list(out["graded"]) == [True, True, True, False]  # free text has no order
+    assert len(validation.model_explanations(rationales, free, label_source="gold")) == 5
+    # by default the lists about the predicted label (the attributions' target)
+    pred = validation.model_explanations(rationales, free, {"a"})
+    assert list(pred["about_label"]) == ["y", "x"] and list(pred["positions"].map(list)) == [
+        [4],
+        [0],
+    ]
     empty = validation.empty_explanations(out)
     assert (
         empty.loc["Top-Var list", "n"] == 2

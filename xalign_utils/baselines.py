@@ -55,21 +55,26 @@ def elicit_rationales(
         source by source, role by role.
     """
     predicted = dict(zip(predictions["id"], predictions["pred"], strict=True))
-    frames = []
+    frames: list[pd.DataFrame] = []
+    done: dict[tuple[str, str, str], dict] = {}  # (id, role, label) → generated row
     for source in rationale_sources(cfg.rationale_labels):
-        asked = [ex.label if source == "gold" else predicted[ex.id] for ex in examples]
+        asked = {ex.id: ex.label if source == "gold" else predicted[ex.id] for ex in examples}
         for role in WORD_LIST_ROLES:
-            df = elicit(
-                model,
-                tokenizer,
-                examples,
-                role,
-                labels=asked,
-                fixed_k=cfg.topk_fixed,
-                max_new_tokens=cfg.max_new_tokens,
-                batch_size=cfg.gen_batch_size,
-            )
-            frames.append(df.assign(label_source=source))
+            todo = [ex for ex in examples if (ex.id, role, asked[ex.id]) not in done]
+            if todo:  # greedy decoding: the same prompt needs generating once
+                df = elicit(
+                    model,
+                    tokenizer,
+                    todo,
+                    role,
+                    labels=[asked[ex.id] for ex in todo],
+                    fixed_k=cfg.topk_fixed,
+                    max_new_tokens=cfg.max_new_tokens,
+                    batch_size=cfg.gen_batch_size,
+                )
+                done.update({(r["id"], role, r["asked_label"]): r for r in df.to_dict("records")})
+            rows = [done[(ex.id, role, asked[ex.id])] for ex in examples]
+            frames.append(pd.DataFrame(rows).assign(label_source=source))
     return pd.concat(frames, ignore_index=True)
 
 

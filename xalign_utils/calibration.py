@@ -215,3 +215,13 @@ def sensitivity_performance(predictions: pd.DataFrame, seed: int = 0) -> pd.Data
     return out[
         ["dataset", "prompt", "rule", *[c for c in out if c not in {"dataset", "prompt", "rule"}]]
     ]
+
+
+def top_label_shares(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset × prompt × rule: the most predicted label and its share of predictions
+    (the collapse measure), from :func:`scoring_sensitivity`'s predictions."""
+    keys = ["dataset", "prompt", "rule"]
+    counts = predictions.groupby([*keys, "pred"], sort=False).size().rename("count")
+    shares = (counts / counts.groupby(level=keys).transform("sum")).rename("top_share")
+    top = shares.reset_index().sort_values("top_share", ascending=False).drop_duplicates(keys)
+    return top.rename(columns={"pred": "top_label"})[[*keys, "top_label", "top_share"]]

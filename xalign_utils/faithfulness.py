@@ -23,7 +23,7 @@ Metrics per example × method:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -33,7 +33,8 @@ from scipy.special import softmax
 
 from .data.registry import LABELS
 from .forward import forward_args, input_embeddings, make_forward, prepare
-from .prompts import render
+from .models import context_length
+from .prompts import ContextLengthError, render
 from .schema import Example
 from .scoring import label_logprobs
 from .stats import MetricSpec, percentile_bootstrap, top_k
@@ -92,13 +93,35 @@ def erase(ex: Example, remove: set[int], strategy: str = "delete", mask_text: st
 def label_probabilities(
     model, tokenizer, examples: Sequence[Example], batch_size: int = 16
 ) -> np.ndarray:
-    """``[n, n_labels]`` label probabilities renormalised over the label set (one dataset)."""
+    """``[n, n_labels]`` label probabilities renormalised over the label set (one dataset).
+
+    A prompt longer than the model's context (a mask text longer than the words it
+    replaces can grow one) gets a row of NaN instead of crashing the model: the metrics
+    built on it are then NaN, counted like any undefined value.
+    """
     datasets = {ex.dataset for ex in examples}
     if len(datasets) != 1:
         raise ValueError(f"one dataset at a time, got {sorted(datasets)}")
-    prompts = [render(tokenizer, ex, "classify").input_ids for ex in examples]
-    logp = label_logprobs(model, tokenizer, prompts, datasets.pop(), batch_size=batch_size)
-    return softmax(logp, axis=1)
+    dataset = datasets.pop()
+    limit = context_length(model)
+    prompts, fits = [], []
+    for ex in examples:
+        try:
+            prompts.append(render(tokenizer, ex, "classify", max_length=limit).input_ids)
+            fits.append(True)
+        except ContextLengthError:
+            fits.append(False)
+    out = np.full((len(examples), len(LABELS[dataset])), np.nan)
+    if prompts:
+        logp = label_logprobs(model, tokenizer, prompts, dataset, batch_size=batch_size)
+        out[np.array(fits)] = softmax(logp, axis=1)
+    return out
+
+
+def flipped(erased: np.ndarray, pred: int) -> float:
+    """1.0 when the erased input's label distribution predicts another label than
+    ``pred``, NaN when it is undefined (an over-long prompt)."""
+    return np.nan if np.isnan(erased).any() else float(erased.argmax() != pred)
 
 
 def erasure_table(
@@ -183,14 +206,12 @@ def erasure_table(
                 row[f"suff_{b:g}"] = row["p_full"] - float(dist[("suff", b)][pred])
             row["comp_aopc"] = float(np.mean([row[f"comp_{b:g}"] for b in bins]))
             row["suff_aopc"] = float(np.mean([row[f"suff_{b:g}"] for b in bins]))
-            row["flip_topk"] = float(dist["flip"].argmax() != pred)
-            row["flip_mask_all"] = float(probs[index[refs["all"]]].argmax() != pred)
+            row["flip_topk"] = flipped(dist["flip"], pred)
+            row["flip_mask_all"] = flipped(probs[index[refs["all"]]], pred)
             row["flip_mask_human"] = (
-                np.nan
-                if refs["human"] is None
-                else float(probs[index[refs["human"]]].argmax() != pred)
+                np.nan if refs["human"] is None else flipped(probs[index[refs["human"]]], pred)
             )
-            row["answerable"] = float(judged[index[keys["answer"]]].argmax() == pred)
+            row["answerable"] = 1.0 - flipped(judged[index[keys["answer"]]], pred)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -269,6 +290,64 @@ def explanation_comprehensiveness(
     out = full[rows, pred] - erased[rows, pred]
     empty = np.array([len(p) == 0 for p in positions])
     return np.where(empty, np.nan, out)
+
+
+def flip_table(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    selections: Mapping[str, Mapping[str, Sequence[int]]],
+    *,
+    strategy: str = "mask",
+    mask_text: str = "_",
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """Does erasing each selection's words change the predicted label? (Fayyaz et al. 2024,
+    Table 4: the paper masks the words.)
+
+    Args:
+        examples: the examples (any mix of datasets).
+        selections: selection name (``Prompting``, ``Attention``, ``Human``, ``All`` …) →
+            example id → input-word positions to erase. An example a selection has no
+            entry for is skipped; an *empty* selection erases nothing and is reported as
+            ``flipped`` NaN with ``n_erased`` 0, never as "no flip".
+
+    Returns:
+        One row per example × selection: ``id``, ``dataset``, ``selection``,
+        ``n_erased``, ``pred`` (on the full input), ``pred_erased`` and ``flipped``.
+    """
+    rows = []
+    by_dataset: dict[str, list[Example]] = {}
+    for ex in examples:
+        by_dataset.setdefault(ex.dataset, []).append(ex)
+    for dataset, exs in by_dataset.items():
+        variants, plan = list(exs), []
+        for name, chosen in selections.items():
+            for i, ex in enumerate(exs):
+                if ex.id not in chosen:
+                    continue
+                pos = sorted({int(p) for p in chosen[ex.id]})
+                plan.append((i, name, len(pos), len(variants) if pos else None))
+                if pos:
+                    variants.append(erase(ex, set(pos), strategy, mask_text))
+        probs = label_probabilities(model, tokenizer, variants, batch_size)
+        labels = LABELS[dataset]
+        for i, name, n_erased, v in plan:
+            full = int(probs[i].argmax())
+            flip = np.nan if v is None else flipped(probs[v], full)
+            rows.append(
+                {
+                    "id": exs[i].id,
+                    "dataset": dataset,
+                    "selection": name,
+                    "n_erased": n_erased,
+                    "pred": labels[full],
+                    "pred_erased": None if np.isnan(flip) else labels[int(probs[v].argmax())],
+                    "flipped": flip,
+                }
+            )
+    columns = ["id", "dataset", "selection", "n_erased", "pred", "pred_erased", "flipped"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def soft_erasure(

@@ -11,7 +11,7 @@ the attribution settings; the costly ones are reused when that hash is unchanged
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -24,7 +24,7 @@ from .data import load_processed
 from .explanations import rationale_k
 from .runner import attributions_name
 from .schema import Example
-from .stats import ci_table, paired_tests
+from .stats import top_k
 from .store import cached, read_table, write_table
 
 #: Stage name: the folder under ``runs/<profile>/``, the notebook's name.
@@ -32,9 +32,6 @@ STAGE = "04_metrics_validation"
 #: Faithfulness metrics also reported as ``log(method / random)`` (the Noiser paper's
 #: scale): the continuous probability drops, not the binary flip and answerability.
 LOG_RATIO_METRICS = ("comp_aopc", "soft_norm_comp", "soft_norm_suff")
-#: Consistency's primary metric (DESIGN.md §8), also reported where the model's
-#: prediction equals the gold label its word lists were asked about.
-PRIMARY_CONSISTENCY = "rank_auc"
 #: The attribution the CC-SHAP comparison uses for the prediction and the explanation,
 #: and the explanation it compares (the free text written before the answer).
 CCSHAP_METHOD, CCSHAP_ROLE = "input_x_gradient", "explain_then_predict"
@@ -105,19 +102,6 @@ def reuse(cfg: RunConfig, name: str, compute: Callable[[], pd.DataFrame]) -> pd.
     """The stage's stored table ``name`` when its config hash matches, else ``compute()``
     stored: costly tables are computed once per configuration."""
     return cached(cfg, STAGE, name, compute, attribution=True)
-
-
-def ci_and_tests(
-    table: pd.DataFrame,
-    metrics: Sequence[str],
-    by: Sequence[str],
-    test_by: Sequence[str],
-    seed: int = 0,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Bootstrap CIs per ``by`` group and paired tests against random per ``test_by``
-    group, Holm-corrected over every metric of the table at once."""
-    metrics = list(metrics)
-    return ci_table(table, by, metrics, seed=seed), paired_tests(table, test_by, metrics)
 
 
 def plausibility_table(
@@ -196,6 +180,52 @@ def run_faithfulness(cfg: RunConfig, inputs: StageInputs, model, tokenizer) -> p
     )
 
 
+#: Table 4 of Fayyaz et al. (2024): the selections whose Top-Var words are masked, by name.
+TABLE4_PROMPTED, TABLE4_HUMAN, TABLE4_ALL = "Prompting", "Human", "All"
+
+
+def topvar_selections(inputs: StageInputs, fixed_k: int) -> dict[str, dict[str, list[int]]]:
+    """Fayyaz et al.'s Table-4 selections per example: the model's prompted Top-Var list,
+    each attribution method's top-k words (k = the human rationale's size, else the fixed
+    k: :func:`xalign_utils.explanations.rationale_k`), the human rationale and every word."""
+    ids = list(dict.fromkeys(inputs.attributions["id"]))
+    by_id = inputs.by_id
+    topvar = inputs.explanations[inputs.explanations["role"] == "rationale_topk"]
+    out: dict[str, dict[str, list[int]]] = {
+        TABLE4_PROMPTED: {r.id: list(r.positions) for r in topvar.itertuples() if r.id in by_id}
+    }
+    for rec in inputs.attributions.itertuples():
+        k = rationale_k(by_id[rec.id], fixed_k)
+        out.setdefault(rec.method, {})[rec.id] = top_k(rec.magnitude, k)
+    out[TABLE4_HUMAN] = {
+        i: [j for j, r in enumerate(by_id[i].flat_rationale() or []) if r == 1]
+        for i in ids
+        if any(r == 1 for r in by_id[i].flat_rationale() or [])
+    }
+    out[TABLE4_ALL] = {i: list(range(len(by_id[i].flat_words()))) for i in ids}
+    return out
+
+
+def run_topvar_flips(cfg: RunConfig, inputs: StageInputs, model, tokenizer) -> pd.DataFrame:
+    """Fayyaz et al. Table 4 on this model: per example × selection, does *masking* (as the
+    paper does, with ``cfg.mask_text``) the selection's words flip the prediction; every
+    attributed example; stored and reused."""
+    ids = list(dict.fromkeys(inputs.attributions["id"]))
+    return reuse(
+        cfg,
+        "topvar_flips",
+        lambda: faithfulness.flip_table(
+            model,
+            tokenizer,
+            [inputs.by_id[i] for i in ids],
+            topvar_selections(inputs, cfg.topk_fixed),
+            strategy="mask",
+            mask_text=cfg.mask_text,
+            batch_size=cfg.batch_size,
+        ),
+    )
+
+
 def erasure_strategy(cfg: RunConfig) -> str:
     """The run's erasure strategy in words (``delete``, or ``mask`` with its text)."""
     return f"mask (mask text {cfg.mask_text!r})" if cfg.strategy == "mask" else cfg.strategy
@@ -219,12 +249,23 @@ def consistency_with_labels(
     examples_by_id: Mapping[str, Example],
 ) -> pd.DataFrame:
     """:func:`xalign_utils.consistency.consistency_table` with the attribution's
-    ``target_label`` and ``pred_is_gold``: word lists are asked about the gold label,
-    attributions explain the prediction, so agreement is also read where they coincide."""
+    ``target_label``, ``same_label`` (the explanation is about the label the attribution
+    explains: compare like with like) and ``pred_is_gold``."""
     cons = consistency.consistency_table(attributions, explained)
+    extra = ["target_label", "same_label", "pred_is_gold"]
     if cons.empty:
-        return pd.DataFrame(columns=[*cons.columns, "target_label", "pred_is_gold"])
+        return pd.DataFrame(columns=[*cons.columns, *extra])
     cons = cons.merge(attributions[["id", "method", "target_label"]], on=["id", "method"])
+    if "about_label" in explained:
+        about = explained.drop_duplicates(["id", "explanation"]).set_index(["id", "explanation"])[
+            "about_label"
+        ]
+        keys = list(zip(cons["id"], cons["explanation"], strict=True))
+        cons["same_label"] = [
+            about.get(k) == t for k, t in zip(keys, cons["target_label"], strict=True)
+        ]
+    else:
+        cons["same_label"] = False
     cons["pred_is_gold"] = [
         examples_by_id[i].label == t for i, t in zip(cons["id"], cons["target_label"], strict=True)
     ]

@@ -151,11 +151,22 @@ def tests_in_words(
     all the groups where nothing does.
 
     For metrics where smaller is better (sufficiency) "below" is the favourable side;
-    the sentence states the direction, the reader the meaning.
+    the sentence states the direction, the reader the meaning. Exploratory rows (``role``)
+    are left out: they are effect sizes, not tests. Where no test of a group could reach
+    its Holm threshold at its n (``can_reject`` false), the sentence says so instead of
+    reporting "no difference".
     """
     out: list[str] = []
+    if "role" in tests:
+        tests = tests[tests["role"] != "exploratory"]
     if tests.empty:
         return out
+    if "can_reject" in tests and not tests["can_reject"].any():
+        return [
+            f"No test could reject at this n (smallest attainable p {tests['min_p'].min():.2g} "
+            f"> α/m = {tests['alpha_m'].min():.2g}): the profile is too small to answer; "
+            "this is not evidence of no difference."
+        ]
     nulls, null_n = 0, []
     for key, grp in tests.groupby(list(by), sort=False):
         key = key if isinstance(key, tuple) else (key,)

@@ -40,24 +40,41 @@ RANDOM_KIND, ORACLE_KIND = "random explanation", "oracle top-k"
 
 
 def model_explanations(
-    rationales: pd.DataFrame, free: pd.DataFrame, ids: set[str] | None = None
+    rationales: pd.DataFrame,
+    free: pd.DataFrame,
+    ids: set[str] | None = None,
+    label_source: str = "pred",
 ) -> pd.DataFrame:
     """The model's explanations as input-word positions, one row per example × type.
 
     Args:
-        rationales: notebook 02's ``rationales`` table (word lists); only the lists asked
-            about the gold label are used.
+        rationales: notebook 02's ``rationales`` table (word lists); the lists asked about
+            ``label_source``'s label are used (``pred``: the predicted label, which the
+            attributions explain; ``gold``), falling back to the other source when the
+            run elicited only that one.
         free: notebook 02's ``explanations`` table (free text and the words it cites).
         ids: keep only these examples (those with attributions); ``None`` keeps all.
 
     Returns:
-        ``id``, ``role``, ``positions`` (in the order named) and ``explanation`` (the
-        name from :data:`EXPLANATIONS`); an explanation naming no input word has no
-        positions, and the consistency metrics are then undefined (counted).
+        ``id``, ``role``, ``positions`` (in the order named), ``explanation`` (the name
+        from :data:`EXPLANATIONS`), ``graded`` (the positions are a ranked list) and
+        ``about_label``: the label the explanation is about (the label a list was asked
+        about; the answer a free text states, ``None`` when it states none). An
+        explanation naming no input word has no positions, and the consistency metrics
+        are then undefined (counted).
     """
-    gold = rationales[rationales["label_source"] == "gold"]
+    sources = set(rationales["label_source"])
+    source = label_source if label_source in sources else next(iter(sorted(sources)), None)
+    lists = rationales[rationales["label_source"] == source]
+    lists = lists.assign(about_label=lists["asked_label"])
+    texts = free.assign(about_label=free["answer"] if "answer" in free else None)
+    cols = ["id", "role", "positions", "about_label"]
     explained = pd.concat(
-        [gold[["id", "role", "positions"]], free[["id", "role", "positions"]]]
+        [
+            lists[cols].assign(graded=lists.get("graded", lists["status"].eq("ok"))),
+            texts[cols].assign(graded=False),
+        ],
+        ignore_index=True,
     ).assign(explanation=lambda d: d["role"].map(EXPLANATIONS))
     return explained if ids is None else explained[explained["id"].isin(ids)]
 
@@ -189,6 +206,8 @@ def random_oracle_checks(
 ) -> pd.DataFrame:
     """Mean of each consistency metric with a bootstrap 95% CI for random explanations
     (:func:`random_draw_consistency`) and oracle ones (:func:`oracle_consistency`).
+    Rows of example × explanation type × method share examples, so the CIs resample
+    examples (cluster bootstrap) and n counts examples.
 
     Returns:
         :func:`xalign_utils.stats.ci_table` rows with ``kind`` :data:`RANDOM_KIND` or
@@ -197,8 +216,10 @@ def random_oracle_checks(
     metrics = list(consistency.METRICS)
     return pd.concat(
         [
-            ci_table(random_draws.assign(kind=RANDOM_KIND), ["kind"], metrics, seed=seed),
-            ci_table(oracle.assign(kind=ORACLE_KIND), ["kind"], metrics, seed=seed),
+            ci_table(
+                random_draws.assign(kind=RANDOM_KIND), ["kind"], metrics, seed=seed, cluster="id"
+            ),
+            ci_table(oracle.assign(kind=ORACLE_KIND), ["kind"], metrics, seed=seed, cluster="id"),
         ]
     )
 

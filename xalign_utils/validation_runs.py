@@ -275,9 +275,10 @@ def explanation_comprehensiveness_summary(
     table: pd.DataFrame, seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """CIs per dataset × explanation × kind, and the paired test of each explanation
-    against its same-size random words (Holm over the table)."""
-    ci = ci_table(table, ["dataset", "explanation", "kind"], ["explanation_comp"], seed=seed)
-    tests = paired_tests(table, ["dataset", "explanation"], "explanation_comp", condition="kind")
+    against its same-size random words (Holm over the table); examples are the unit."""
+    by, metric = ["dataset", "explanation"], "explanation_comp"
+    ci = ci_table(table, [*by, "kind"], [metric], seed=seed, cluster="id")
+    tests = paired_tests(table, by, metric, condition="kind", cluster="id")
     return ci, tests
 
 
@@ -292,10 +293,11 @@ def tracking_table(consistency_rows: pd.DataFrame, comprehensiveness: pd.DataFra
 
 def tracking_summary(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Spearman ρ across examples between each consistency metric and the explanation's
-    comprehensiveness, per method, with a bootstrap 95% CI (``value`` and ``rho``)."""
+    comprehensiveness, per method, with a cluster-bootstrap 95% CI over examples (an
+    example contributes one row per explanation type; ``value`` and ``rho``)."""
     rows = [
         {"method": method, "metric": metric}
-        | spearman_ci(part[metric], part["explanation_comp"], seed=seed)
+        | spearman_ci(part[metric], part["explanation_comp"], seed=seed, clusters=part["id"])
         for method, part in table.groupby("method", sort=False)
         for metric in CONSISTENCY
     ]

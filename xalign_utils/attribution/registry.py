@@ -111,7 +111,15 @@ _SPECS = (
         "noise",
         "costliest",
         True,
-        options=("noise_samples", "bisection_steps", "seed"),
+        options=(
+            "noise_samples",
+            "bisection_steps",
+            "norm",
+            "variant",
+            "scaling",
+            "criterion",
+            "seed",
+        ),
     ),
 )
 
