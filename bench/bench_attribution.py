@@ -1,11 +1,18 @@
 """Attribution throughput: xalign's batched suite against Inseq and Captum's LLM wrappers.
 
 Same model (the offline default, eager attention, fp32), the same e-SNLI chat prompts and
-the same target (the first token of the predicted label's verbaliser), in one run. Prints
-examples/second per method and tool, the ratios, and the achieved fraction of the
-machine's measured fp32 matmul peak for the gradient methods; writes
-``bench/results.json``. Noiser is compared with a token-by-token, batch-size-1 loop (how
-the Noiser authors' code runs) on the same prompts and settings.
+the *identical* target for every tool: the token id of the first token of the predicted
+label's most probable surface form (xalign ``target_mode="first_token"``; Captum is
+given that token id, Inseq the prompt followed by that token's text, checked to
+re-tokenise to the same id). Each row says what is attributed and how many backward
+passes (or extra forwards) one example costs. A second xalign row per gradient method
+attributes the project's default target, the whole label string summed over its forms
+(one more short continuation pass, still one backward). Prints examples/second per
+method and tool, the ratios, and the achieved fraction of the machine's measured fp32
+matmul peak for the gradient methods; writes ``bench/results.json``. Noiser is compared
+with a token-by-token, batch-size-1 loop on the same prompts and first-token target
+(timing only: the loop is the earlier relative-noise, all-samples algorithm, not the
+label-set variant xalign now runs).
 
 Inseq runs in a subprocess whose ``PYTHONPATH`` starts with ``bench/.inseq``, a package
 overlay that ``make bench`` fills with ``pip install --no-deps inseq`` and its light
@@ -63,15 +70,39 @@ def forward_flops(model, n_tokens: int) -> float:
     return 2 * body * n_tokens + 2 * emb
 
 
-def time_xalign(model, tok, examples, method: str, **opts) -> float:
-    attribution.attribute(model, tok, examples[:1], method, **opts)  # warm-up, untimed
+#: What one example costs per method: backward passes (forwards for occlusion, attention).
+PASSES = {
+    "saliency": "1 backward",
+    "input_x_gradient": "1 backward",
+    "integrated_gradients": f"{IG_STEPS} backward (one per step)",
+    "attention": "1 forward",
+    "occlusion": "1 forward per input word + 1",
+}
+FIRST_TOKEN = "first token of the predicted label's most probable form"
+WHOLE_LABEL = "log p(whole label string), summed over its forms"
+
+
+def time_xalign(model, tok, examples, method: str, target_mode: str = "first_token", **opts):
+    attribution.attribute(model, tok, examples[:1], method, target_mode=target_mode, **opts)
     start = time.perf_counter()
-    attribution.attribute(model, tok, examples, method, batch_size=BATCH, **opts)
+    attribution.attribute(
+        model, tok, examples, method, batch_size=BATCH, target_mode=target_mode, **opts
+    )
     return time.perf_counter() - start
 
 
-def time_captum(model, tok, examples, method: str, labels: list[str]) -> float | None:
-    """Captum's LLM wrapper, one example at a time (its only mode), same target token."""
+def first_token_targets(model, tok, examples) -> list[int]:
+    """The first-token target id of each example (what every tool is given)."""
+    batch = forward.prepare(model, tok, examples, target_mode="first_token")
+    ids = [int(batch.forms[b, batch.target[b], 0]) for b in range(batch.size)]
+    for i in ids:  # Inseq gets text: it must come back as the same single token
+        if tok(tok.decode([i]), add_special_tokens=False)["input_ids"] != [i]:
+            raise ValueError(f"target token {i} ({tok.decode([i])!r}) does not re-tokenise")
+    return ids
+
+
+def time_captum(model, tok, examples, method: str, targets: list[int]) -> float | None:
+    """Captum's LLM wrapper, one example at a time (its only mode), same target token id."""
     from captum.attr import (
         FeatureAblation,
         LayerGradientXActivation,
@@ -95,17 +126,18 @@ def time_captum(model, tok, examples, method: str, labels: list[str]) -> float |
     else:
         return None
     warm = TextTokenInput(render(tok, examples[0], "classify").text, tok)
-    wrapper.attribute(warm, target=labels[0], **({"n_steps": 2} if "integrated" in method else {}))
+    steps = {"n_steps": 2} if "integrated" in method else {}
+    wrapper.attribute(warm, target=torch.tensor([targets[0]]), **steps)
     start = time.perf_counter()
-    for ex, label in zip(examples, labels, strict=True):
+    for ex, target in zip(examples, targets, strict=True):
         text = render(tok, ex, "classify").text
         inp = TextTokenInput(text, tok)
         kwargs = {"n_steps": IG_STEPS} if method == "integrated_gradients" else {}
-        wrapper.attribute(inp, target=label, **kwargs)
+        wrapper.attribute(inp, target=torch.tensor([target]), **kwargs)
     return time.perf_counter() - start
 
 
-def time_inseq(examples, labels: list[str], methods: dict[str, int]) -> dict[str, float]:
+def time_inseq(examples, targets: list[str], methods: dict[str, int]) -> dict[str, float]:
     """Seconds per method for Inseq, in a subprocess with the Inseq overlay on its path.
 
     ``methods`` maps an Inseq method name to the number of prompts it runs on.
@@ -114,7 +146,7 @@ def time_inseq(examples, labels: list[str], methods: dict[str, int]) -> dict[str
         raise FileNotFoundError(f"{INSEQ_OVERLAY} has no inseq: run `make bench` (it installs it)")
     payload = {
         "texts": [render(TOKENIZER, ex, "classify").text for ex in examples],
-        "labels": labels,
+        "targets": targets,
         "methods": methods,
         "ig_steps": IG_STEPS,
     }
@@ -144,13 +176,12 @@ out = {}
 for method, n in job["methods"].items():
     wrapped = inseq.load_model(model, method, tokenizer=tok)
     kw = {"n_steps": job["ig_steps"]} if method == "integrated_gradients" else {}
-    first = tok.decode([tok(job["labels"][0], add_special_tokens=False)["input_ids"][0]])
-    wrapped.attribute(input_texts=job["texts"][0], generated_texts=job["texts"][0] + first,
+    wrapped.attribute(input_texts=job["texts"][0],
+                      generated_texts=job["texts"][0] + job["targets"][0],
                       show_progress=False, skip_special_tokens=False)  # warm-up, untimed
     start = time.perf_counter()
-    for text, label in list(zip(job["texts"], job["labels"]))[:n]:
-        first = tok.decode([tok(label, add_special_tokens=False)["input_ids"][0]])
-        wrapped.attribute(input_texts=text, generated_texts=text + first,
+    for text, target in list(zip(job["texts"], job["targets"]))[:n]:
+        wrapped.attribute(input_texts=text, generated_texts=text + target,
                           show_progress=False, skip_special_tokens=False, **kw)
     out[method] = time.perf_counter() - start
 print(json.dumps(out))
@@ -182,7 +213,7 @@ def noiser_token_loop(model, batch, noise_samples: int, bisection_steps: int, se
             emb = emb_layer(batch.ids[b][keep].unsqueeze(0))
             offset = int((~keep[: batch.in_pos[b][0]]).sum())  # padding before the inputs
             positions = (batch.in_pos[b][batch.in_valid[b]] - offset).tolist()
-            target = int(batch.target[b])
+            target = int(batch.forms[b, batch.target[b], 0])
             d = emb.shape[-1]
             unit = {
                 t: torch.randn((noise_samples, d), generator=gen) * emb[0, t].norm() / d**0.5
@@ -222,8 +253,9 @@ def main() -> None:
     TOKENIZER = tok
     pool = data.load_esnli_highlights("test")
     examples = data.stratified_sample(pool, N_PROMPTS, seed=0)
-    batch = forward.prepare(model, tok, examples)
-    labels = list(batch.target_labels)
+    batch = forward.prepare(model, tok, examples, target_mode="first_token")
+    targets = first_token_targets(model, tok, examples)
+    target_texts = [tok.decode([t]) for t in targets]
     tokens = int(batch.mask.sum())
     peak = matmul_peak_gflops()
     print(
@@ -245,17 +277,19 @@ def main() -> None:
         m: (opts, passes, N_PROMPTS if attribution.method(m).cost == "one_pass" else N_SLOW)
         for m, (opts, passes) in benched.items()
     }
-    inseq_seconds = time_inseq(examples, labels, {m: n for m, (_, _, n) in runs.items()})
+    inseq_seconds = time_inseq(examples, target_texts, {m: n for m, (_, _, n) in runs.items()})
     results = []
     header = f"{'method':22s} {'xalign ex/s':>12s} {'inseq ex/s':>11s} {'captum ex/s':>12s}"
     print(header + f" {'vs inseq':>9s} {'vs captum':>10s} {'% peak':>7s}")
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for method, (opts, passes, n_ref) in runs.items():
         ours = time_xalign(model, tok, examples, method, **opts)
-        theirs = time_captum(model, tok, examples[:n_ref], method, labels[:n_ref])
+        theirs = time_captum(model, tok, examples[:n_ref], method, targets[:n_ref])
         flops = forward_flops(model, tokens) * passes if passes else None
         row = {
             "method": method,
+            "target": FIRST_TOKEN,
+            "cost_per_example": PASSES[method],
             "n_xalign": N_PROMPTS,
             "n_reference": n_ref,
             "xalign_examples_per_s": N_PROMPTS / ours,
@@ -269,6 +303,10 @@ def main() -> None:
         row["ratio_vs_captum"] = (
             None if theirs is None else row["xalign_examples_per_s"] / row["captum_examples_per_s"]
         )
+        if attribution.method(method).gradient_based:  # the project's default target
+            whole = time_xalign(model, tok, examples, method, target_mode="label", **opts)
+            row["xalign_whole_label_examples_per_s"] = N_PROMPTS / whole
+            row["whole_label_target"] = WHOLE_LABEL
         results.append(row)
         print(
             f"{method:22s} {row['xalign_examples_per_s']:12.2f} {row['inseq_examples_per_s']:11.2f} "

@@ -184,3 +184,23 @@ def test_faithful_methods_find_the_planted_word(planted_model, tokenizer):
     assert hits["random"] <= 0.4, hits  # chance is 1/8
     for m in FAITHFUL:
         assert hits[m] >= 0.9 and hits[m] >= hits["random"] + 0.5, (m, hits)
+
+
+def test_path_values_end_at_the_target_and_give_the_completeness_error(
+    model_and_tokenizer, examples
+):
+    model, tok = model_and_tokenizer
+    path = A.path_values(model, tok, examples[:2], alphas=[0.0, 0.5, 1.0])
+    assert len(path) == 6 and set(path["alpha"]) == {0.0, 0.5, 1.0}
+    batch = FW.prepare(model, tok, examples[:2])
+    full, inp = FW.input_embeddings(model, batch)
+    with torch.no_grad():
+        clean = FW.make_forward(model, batch)(inp, *FW.forward_args(batch, full))
+    at_one = path[path["alpha"] == 1.0]["value"].to_numpy()
+    np.testing.assert_allclose(at_one, clean.numpy(), atol=1e-4)
+    ig = A.attribute(model, tok, examples[:2], "integrated_gradients", ig_steps=8)
+    errors = A.completeness_errors(ig, path)
+    total = at_one - path[path["alpha"] == 0.0]["value"].to_numpy()
+    np.testing.assert_allclose(
+        errors["relative_error"], np.abs(ig["ig_delta"]) / np.abs(total), rtol=1e-6
+    )

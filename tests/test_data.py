@@ -263,3 +263,20 @@ def test_hub_records_convert_to_the_same_schema():
     assert hx.label == "hatespeech" and hx.flat_rationale() == [1, 1]
     with pytest.raises(RawDataError, match=r"hub:esnli/test, line 5, field 'label'"):
         data.from_hub_record("esnli", {"premise": "a", "hypothesis": "b", "label": -1}, "test", 5)
+
+
+def test_rationale_rule_reaches_the_loaders(raw_dir):
+    """``RATIONALE_RULE`` is part of the config hash, so it must change the rationales:
+    the union of HateXplain's annotator masks covers at least the majority's words, and
+    more on some posts; loaders without annotators ignore it."""
+    majority = data.build_split("hatexplain", "eval", 40, 0, 64, raw_dir=raw_dir)
+    union = data.build_split(
+        "hatexplain", "eval", 40, 0, 64, raw_dir=raw_dir, rationale_rule="union"
+    )
+    assert [ex.id for ex in majority] == [ex.id for ex in union]
+    pairs = [(m.flat_rationale(), u.flat_rationale()) for m, u in zip(majority, union, strict=True)]
+    assert all(all(b >= a for a, b in zip(m, u, strict=True)) for m, u in pairs)
+    assert any(sum(u) > sum(m) for m, u in pairs)
+    assert {ex.meta["rationale_rule"] for ex in union} == {"union"}
+    sst2 = data.build_split("sst2", "eval", 5, 0, 64, raw_dir=raw_dir, rationale_rule="union")
+    assert len(sst2) == 5

@@ -177,3 +177,23 @@ def test_pivot_gives_a_compact_view():
     ci = pd.DataFrame({"method": ["a", "b"], "metric": "m", "value": [0.12345, 0.5]})
     assert metric_tables.pivot(ci, "method", "metric").loc["a", "m"] == 0.123
     assert validation.TOPVAR in validation.EXPLANATIONS.values()
+
+
+def test_eraser_table_reports_the_dataset_level_aggregates():
+    by_id = {
+        "a": _example("a", rationale=[1, 1, 0, 0, 0]),
+        "b": _example("b", rationale=[0, 0, 0, 1, 0]),
+    }
+    attr = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "dataset": "esnli",
+            "method": "m",
+            "magnitude": [[0.9, 0.8, 0.1, 0.0, 0.0], [0.0, 0.0, 0.1, 0.2, 0.9]],
+        }
+    )
+    row = metric_tables.eraser_table(attr, by_id).iloc[0]
+    # a: top-2 = {0, 1} = gold → F1 1; b: top-1 = {4} ≠ {3} → F1 0: macro token F1 0.5
+    assert row["token_macro_f1"] == pytest.approx(0.5)
+    assert row["token_micro_f1"] == pytest.approx(2 / 3)  # pooled: 2 of 3 predicted, of 3 gold
+    assert {"iou_macro_f1", "iou_micro_f1", "auprc"} <= set(row.index)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import pandas as pd
 
 from . import consistency, faithfulness, plausibility, validation
@@ -120,6 +121,26 @@ def plausibility_table(
         row.update({name: spec.function(rec.magnitude, rat) for name, spec in metrics})
         rows.append(row)
     return pd.DataFrame(rows, columns=["id", "dataset", "method", *plausibility.METRICS])
+
+
+def eraser_table(attributions: pd.DataFrame, examples_by_id: Mapping[str, Example]) -> pd.DataFrame:
+    """ERASER's dataset-level aggregates per dataset × method
+    (:func:`xalign_utils.plausibility.eraser_scores`: token F1 macro and micro, IOU-F1
+    macro and micro, AUPRC), the Top-Var words as the hard prediction and the magnitudes
+    as the soft scores; datasets without human rationales are left out."""
+    rows = []
+    for (dataset, method), grp in attributions.groupby(["dataset", "method"], sort=False):
+        gold = [examples_by_id[i].flat_rationale() for i in grp["id"]]
+        if not any(gold):
+            continue
+        mags = [np.asarray(m, dtype=float) for m in grp["magnitude"]]
+        predicted = [
+            plausibility.topvar_positions(m, g) if g else []
+            for m, g in zip(mags, gold, strict=True)
+        ]
+        scores = plausibility.eraser_scores(predicted, gold, mags)
+        rows.append({"dataset": dataset, "method": method, **scores})
+    return pd.DataFrame(rows)
 
 
 def run_plausibility(cfg: RunConfig, inputs: StageInputs) -> pd.DataFrame:

@@ -388,3 +388,20 @@ def metric_heatmap(
     ax.set(xlabel="", ylabel="")
     ax.tick_params(labelsize=7)
     return fig
+
+
+def ig_paths(path: pd.DataFrame) -> plt.Figure:
+    """f(α·x) − f(0) along integrated gradients' path, one line per example, one panel
+    per dataset (notebook 03): where the curve jumps, few steps miss the total."""
+    rel = path.assign(
+        value=path["value"] - path.groupby("id")["value"].transform(lambda v: v.iloc[0])
+    )
+    datasets = list(dict.fromkeys(rel["dataset"]))
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(COLUMN_WIDTH_IN, 2.4), squeeze=False, sharey=False
+    )
+    for ax, name in zip(axes[0], datasets, strict=True):
+        part = rel[rel["dataset"] == name]
+        sns.lineplot(part, x="alpha", y="value", units="id", estimator=None, lw=0.7, ax=ax)
+        ax.set(title=name, xlabel="α", ylabel="f(α·x) − f(0)" if ax is axes[0][0] else "")
+    return fig

@@ -7,7 +7,7 @@ and flow), ``noiser``, ``nulls``; ``aggregate`` turns sub-word scores into word 
 """
 
 from .attention import attention_flow, rollout_matrices
-from .core import attribute, continuation_attribution
+from .core import attribute, completeness_errors, continuation_attribution, path_values
 from .noiser import NORM_BOUNDS
 from .registry import COST_TIERS, METHODS, MethodSpec, available_methods, method, methods_where
 
@@ -19,8 +19,10 @@ __all__ = [
     "attention_flow",
     "attribute",
     "available_methods",
+    "completeness_errors",
     "continuation_attribution",
     "method",
     "methods_where",
+    "path_values",
     "rollout_matrices",
 ]

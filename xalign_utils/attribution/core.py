@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..forward import prepare
+from ..forward import forward_args, input_embeddings, make_forward, prepare
 from ..models import context_length
 from ..prompts import ContextLengthError, RenderedPrompt, render
 from ..schema import Example, lookup
@@ -167,3 +167,54 @@ def continuation_attribution(
     (grad,) = torch.autograd.grad(value, emb)
     token = (grad * emb).sum(-1)[0].detach().double().cpu().numpy()
     return np.array([token[span].sum() if span else 0.0 for span in full.word_tokens])
+
+
+def path_values(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    alphas: Sequence[float] = tuple(np.linspace(0.0, 1.0, 21)),
+    *,
+    target: str = "pred",
+    batch_size: int = 8,
+) -> pd.DataFrame:
+    """The attribution target f(α·x) along integrated gradients' straight path from the
+    all-zero input-word baseline (α = 0) to the input (α = 1), per example.
+
+    IG's completeness error is the error of a Riemann sum of the gradient along this
+    path: a curve that is flat and then jumps needs many more steps than a smooth one.
+    ``f(1) − f(0)`` is the total IG must reproduce.
+
+    Returns:
+        One row per example × α: ``id``, ``dataset``, ``alpha``, ``value``.
+    """
+    rows = []
+    by_dataset: dict[str, list[Example]] = {}
+    for ex in examples:
+        by_dataset.setdefault(ex.dataset, []).append(ex)
+    for exs in by_dataset.values():
+        for start in range(0, len(exs), batch_size):
+            batch = prepare(model, tokenizer, exs[start : start + batch_size], target=target)
+            full, inp = input_embeddings(model, batch)
+            forward, args = make_forward(model, batch), forward_args(batch, full.detach())
+            with torch.no_grad():
+                for alpha in alphas:
+                    values = forward(float(alpha) * inp.detach(), *args)
+                    rows += [
+                        {"id": ex.id, "dataset": ex.dataset, "alpha": float(alpha), "value": v}
+                        for ex, v in zip(batch.examples, values.tolist(), strict=True)
+                    ]
+    return pd.DataFrame(rows, columns=["id", "dataset", "alpha", "value"])
+
+
+def completeness_errors(attributions: pd.DataFrame, path: pd.DataFrame) -> pd.DataFrame:
+    """IG's relative completeness error per example: ``|ig_delta| / |f(x) − f(0)|`` with
+    ``f(x) − f(0)`` read from :func:`path_values` (NaN where the total is 0)."""
+    ends = path.pivot_table(index="id", columns="alpha", values="value")
+    total = (ends[ends.columns.max()] - ends[ends.columns.min()]).rename("total")
+    ig = attributions[attributions["method"].eq("integrated_gradients")][
+        ["id", "dataset", "ig_delta"]
+    ]
+    out = ig.merge(total, left_on="id", right_index=True)
+    denom = out["total"].abs().where(out["total"] != 0)
+    return out.assign(relative_error=out["ig_delta"].abs() / denom)

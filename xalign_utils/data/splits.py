@@ -6,6 +6,7 @@ notebook reads them back with :func:`load_processed`.
 
 from __future__ import annotations
 
+import inspect
 import json
 import random
 from collections import Counter, defaultdict
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from ..schema import Example, RawDataError
 from .readers import jsonl
-from .registry import DATASETS, load
+from .registry import DATASETS, LOADERS, load
 
 
 def stratified_sample(examples: Sequence[Example], n: int, seed: int) -> list[Example]:
@@ -78,17 +79,26 @@ def truncate(ex: Example, max_words: int) -> Example:
 
 
 def build_split(
-    name: str, role: str, n: int, seed: int, max_words: int, raw_dir: Path | None = None
+    name: str,
+    role: str,
+    n: int,
+    seed: int,
+    max_words: int,
+    raw_dir: Path | None = None,
+    rationale_rule: str = "majority",
 ) -> list[Example]:
-    """Sample the ``role`` ("eval"/"train") split of a dataset and truncate long inputs."""
+    """Sample the ``role`` ("eval"/"train") split of a dataset and truncate long inputs.
+
+    ``rationale_rule`` (``majority`` or ``union``) combines the annotators' masks of the
+    sources that have several (e-SNLI highlights, HateXplain); other loaders ignore it.
+    """
     if role not in DATASETS[name].splits:
         return []
     loader, split = DATASETS[name].splits[role]
-    pool = (
-        load(loader, split, raw_dir=raw_dir, n=max(n, 400))
-        if name == "synthetic"
-        else load(loader, split, raw_dir=raw_dir)
-    )
+    kwargs: dict[str, object] = {"n": max(n, 400)} if name == "synthetic" else {}
+    if "rule" in inspect.signature(LOADERS[loader]).parameters:
+        kwargs["rule"] = rationale_rule
+    pool = load(loader, split, raw_dir=raw_dir, **kwargs)
     return [truncate(ex, max_words) for ex in stratified_sample(pool, n, seed)]
 
 
