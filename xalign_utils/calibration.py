@@ -36,7 +36,7 @@ from .data.registry import LABELS
 from .models import context_length
 from .prompts import render, verbaliser_forms
 from .schema import Example
-from .scoring import forms_to_labels, score_labels, verbaliser_ids
+from .scoring import forms_to_labels, label_forms, score_labels, verbaliser_ids
 from .stats import accuracy, macro_f1_fn, task_performance
 
 PROMPTS = ("classify", "minimal")
@@ -85,9 +85,7 @@ def rule_scores(
     Returns:
         rule → ``[n_prompts, n_labels]`` log-scores (not renormalised over labels).
     """
-    forms = [
-        (j, f) for j, lab in enumerate(LABELS[dataset]) for f in verbaliser_forms(dataset, lab)
-    ]
+    forms = label_forms(dataset)
     firsts = first_token_forms(tokenizer, dataset)
     strings = [f for _, f in forms] + [f for _, f in firsts]
     raw = score_labels(model, tokenizer, prompts, strings, batch_size=batch_size)

@@ -118,6 +118,11 @@ def label_probabilities(
     return out
 
 
+def human_positions(ex: Example) -> list[int]:
+    """Flat positions of the words the human rationale marks (``[]`` without one)."""
+    return [i for i, r in enumerate(ex.flat_rationale() or []) if r == 1]
+
+
 def flipped(erased: np.ndarray, pred: int) -> float:
     """1.0 when the erased input's label distribution predicts another label than
     ``pred``, NaN when it is undefined (an over-long prompt)."""
@@ -169,7 +174,7 @@ def erasure_table(
         for ex_id in ids:
             ex = examples_by_id[ex_id]
             n = len(ex.flat_words())
-            human = {i for i, r in enumerate(ex.flat_rationale() or []) if r == 1}
+            human = set(human_positions(ex))
             refs = {
                 "full": want(ex, frozenset()),
                 "all": want(ex, frozenset(range(n))),

@@ -122,6 +122,12 @@ def score_labels(
     return out
 
 
+def label_forms(dataset: str) -> list[tuple[int, str]]:
+    """``(label index, surface form)`` of every verbaliser form of every label of a dataset,
+    in label order: the strings a label's probability is summed over."""
+    return [(j, f) for j, lab in enumerate(LABELS[dataset]) for f in verbaliser_forms(dataset, lab)]
+
+
 def label_form_scores(
     model, tokenizer, prompts: Sequence[Sequence[int]], dataset: str, batch_size: int = 16
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -130,9 +136,7 @@ def label_form_scores(
     Returns:
         ``([n_prompts, n_forms] log-probabilities, [(label index, form), ...])``.
     """
-    forms = [
-        (j, f) for j, lab in enumerate(LABELS[dataset]) for f in verbaliser_forms(dataset, lab)
-    ]
+    forms = label_forms(dataset)
     raw = score_labels(model, tokenizer, prompts, [f for _, f in forms], batch_size=batch_size)
     return raw, forms
 
