@@ -258,33 +258,56 @@ def form_logprobs_at(
     """Teacher-forced log-probability ``[n, F]`` of each form's token sequence
     (``forms [n, F, L]``, ``-1``-padded) after full-layout embeddings.
 
-    One pass over the prompt (prefix from the cache) gives every form's first token; the
-    cache is then repeated once per form and one pass over the forms' remaining tokens
-    scores the rest, as :func:`xalign_utils.scoring.score_labels` does for token ids.
+    One forward pass: every form's continuation tokens (all but its last) are appended
+    after the prompt, each form in a block of its own, with a 4-D attention mask that
+    lets a form's tokens see the prompt and the form's own earlier tokens only, and
+    position ids that continue the prompt for every form. So the prompt is computed once
+    and its keys and values are never copied per form; the logits are kept at the last
+    prompt position (every form's first token) and at the continuation tokens only.
     Differentiable in ``emb``.
     """
     n, n_forms, width = forms.shape
-    logits, cache = _prompt_pass(model, emb, mask, positions, batch, use_cache=width > 1)
-    logp = torch.log_softmax(logits.float(), -1)
-    score = logp.gather(1, forms[:, :, 0].clamp(min=0))
-    if width > 1:
-        cache.batch_repeat_interleave(n_forms)
-        cont = forms[:, :, :-1].reshape(n * n_forms, width - 1)
-        targets = forms[:, :, 1:].reshape(n * n_forms, width - 1)
-        valid = targets >= 0
-        out = model(
-            input_ids=cont.clamp(min=0),
-            attention_mask=torch.cat(
-                [mask.repeat_interleave(n_forms, 0), torch.ones_like(cont)], 1
+    plen, t = batch.prefix_len, emb.shape[1]
+    steps = width - 1
+    cont = forms[:, :, :-1].clamp(min=0).reshape(n, n_forms * steps)
+    x = torch.cat([emb[:, plen:], model.get_input_embeddings()(cont).to(emb.dtype)], 1)
+    q_prompt, n_cont = t - plen, n_forms * steps
+    # allowed[b, q, k]: prompt rows causal over the unpadded prompt; continuation rows see
+    # the unpadded prompt and their own form's earlier (or same) slots
+    keys_ok = mask.bool()
+    prompt_rows = torch.tril(torch.ones(q_prompt, t, dtype=torch.bool, device=emb.device), plen)
+    prompt_rows = prompt_rows.unsqueeze(0) & keys_ok.unsqueeze(1)
+    slot_form = torch.arange(n_cont, device=emb.device) // max(steps, 1)
+    slot_step = torch.arange(n_cont, device=emb.device) % max(steps, 1)
+    own = (slot_form.unsqueeze(1) == slot_form.unsqueeze(0)) & (
+        slot_step.unsqueeze(0) <= slot_step.unsqueeze(1)
+    )
+    allowed = torch.cat(
+        [
+            torch.cat([prompt_rows, prompt_rows.new_zeros(n, q_prompt, n_cont)], 2),
+            torch.cat(
+                [keys_ok.unsqueeze(1).expand(n, n_cont, t), own.expand(n, n_cont, n_cont)], 2
             ),
-            position_ids=positions[:, -1:].repeat_interleave(n_forms, 0)
-            + 1
-            + torch.arange(width - 1, device=forms.device),
-            past_key_values=cache,
-        )
-        cont_logp = torch.log_softmax(out.logits.float(), -1)
-        tok = cont_logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        score = score + (tok * valid).sum(-1).view(n, n_forms)
+        ],
+        1,
+    )
+    bias = torch.zeros(allowed.shape, dtype=emb.dtype, device=emb.device)
+    bias = bias.masked_fill(~allowed, torch.finfo(emb.dtype).min).unsqueeze(1)
+    pos = torch.cat([positions[:, plen:], positions[:, -1:] + 1 + slot_step.unsqueeze(0)], 1)
+    out = model(
+        inputs_embeds=x,
+        attention_mask=bias,
+        position_ids=pos,
+        past_key_values=expand_prefix(model, batch.prefix_kv, n) if plen else None,
+        use_cache=bool(plen),
+        logits_to_keep=n_cont + 1,
+    )
+    logp = torch.log_softmax(out.logits.float(), -1)
+    score = logp[:, 0].gather(1, forms[:, :, 0].clamp(min=0))
+    if steps:
+        targets = forms[:, :, 1:].reshape(n, n_cont)
+        tok = logp[:, 1:].gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        score = score + (tok * (targets >= 0)).view(n, n_forms, steps).sum(-1)
     return score
 
 
