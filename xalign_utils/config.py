@@ -224,14 +224,14 @@ PROFILES: dict[str, RunConfig] = {
     ),
     # IG with 128 steps (median relative completeness error 1.2% on 12 default examples
     # with the whole-label target, 134% at 16 steps: bench/ig_steps.csv), LIME/KernelSHAP
-    # with 32 samples, Noiser with 4 samples × 6 bisection steps on 12 examples per dataset (issue
-    # 11: seed stability and the faithfulness tests need more than one; its run time on 2
-    # cores is still to be measured).
+    # with 32 samples, Noiser with 4 samples × 6 bisection steps on 6 examples per dataset,
+    # the other many-pass methods' n (≈ 50 s per example on 2 cores: 15 min for 18; 12 per
+    # dataset would take half of the 2-hour make-all budget on its own).
     "default": RunConfig(
         profile="default",
         ig_steps=128,
         n_samples=32,
-        n_attr_noiser=12,
+        n_attr_noiser=6,
         noise_samples=4,
         bisection_steps=6,
     ),
