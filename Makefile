@@ -90,6 +90,10 @@ test: $(STAMP) ## unit + integration tests, then every notebook under the smoke 
 	$(VENV)/bin/ruff check xalign_utils tests notebooks
 	$(VENV)/bin/pytest -q
 
+.PHONY: readme
+readme: $(STAMP) ## rewrite README's results block from figures/tables/ (after `make all`)
+	$(PY) -m xalign_utils.summary --readme README.md --tables figures/tables
+
 .PHONY: test-fast
 test-fast: $(STAMP) ## unit tests only (no model, no notebooks)
 	$(VENV)/bin/pytest -q -m "not slow and not notebook"

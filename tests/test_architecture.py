@@ -53,7 +53,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "attribution explanations faithfulness training decoding",
         "plausibility consistency validation comparisons",
         "runner planted checks baselines metric_tables validation_runs",  # stage tables
-        "reports plots",
+        "reports plots summary",
     )
 )
 #: Modules whose package imports are limited to these (stricter than their layer).

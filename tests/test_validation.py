@@ -77,6 +77,27 @@ def test_random_explanations_keep_sizes_and_sit_at_chance():
     assert (best["rank_auc"] == 1.0).all() and (best["f1_at_k"] == 1.0).all()
 
 
+def test_oracle_skips_ties_at_the_kth_score():
+    """An integer-valued null (tokens per word) ties at the k-th score: no top-k exists, so
+    the oracle row is skipped instead of scoring rank AUC < 1; untied rows stay maximal."""
+    explained = pd.DataFrame(
+        {"id": ["a", "b"], "explanation": ["list"] * 2, "positions": [[0, 1]] * 2}
+    )
+    attr = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "dataset": "d",
+            "method": "m",
+            "status": "ok",
+            "magnitude": [np.array([3.0, 2.0, 2.0, 1.0]), np.array([3.0, 2.0, 1.5, 1.0])],
+        }
+    )
+    oracle = validation.oracle_explanations(attr, explained)
+    assert oracle["id"].tolist() == ["b"]
+    scored = validation.oracle_consistency(attr, oracle)
+    assert (scored["rank_auc"] == 1.0).all()
+
+
 def test_verdict_reads_the_checks():
     checks = pd.DataFrame(
         [

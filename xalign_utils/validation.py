@@ -125,16 +125,19 @@ def oracle_explanations(attributions: pd.DataFrame, explanations: pd.DataFrame) 
     """Per example × method: the method's own top-k words, k = the explanation's size.
 
     Returns rows with ``id``, ``method``, ``explanation`` and ``positions``; the
-    consistency of each with *its* method must be maximal (up to ties at the k-th
-    score). Methods whose scores are constant for an example are skipped.
+    consistency of each with *its* method must be maximal. A top-k is only defined when
+    the k-th and (k+1)-th largest scores differ: constant scores, and ties at the k-th
+    score (integer-valued nulls such as tokens per word, LIME's zero coefficients), are
+    skipped, since any choice among the tied words would cost the oracle rank AUC.
     """
     size = {(r.id, r.explanation): len(set(r.positions)) for r in explanations.itertuples()}
     rows = []
     for rec in attributions[attributions["status"].eq("ok")].itertuples():
-        if np.ptp(np.asarray(rec.magnitude, dtype=float)) == 0:
+        ranked = np.sort(np.asarray(rec.magnitude, dtype=float))[::-1]
+        if np.ptp(ranked) == 0:
             continue  # constant scores have no top-k
         for (ex_id, name), k in size.items():
-            if ex_id == rec.id and k:
+            if ex_id == rec.id and k and (k >= len(ranked) or ranked[k - 1] > ranked[k]):
                 rows.append(
                     {
                         "id": rec.id,

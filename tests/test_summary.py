@@ -1,0 +1,183 @@
+"""The README's generated results block: rendered from the tables, stale blocks caught."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from xalign_utils import summary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tables(tmp_path: Path) -> Path:
+    """Minimal copies of every table the summary reads."""
+    d = tmp_path / "tables"
+    d.mkdir()
+    perf = pd.DataFrame(
+        [
+            [
+                "esnli",
+                "40.0 [30.0, 50.0]",
+                "33.0 [25.0, 41.0]",
+                "38.0 [29.0, 47.0]",
+                "16.7 [0, 1]",
+                200,
+            ]
+        ],
+        columns=pd.MultiIndex.from_tuples(
+            [
+                ("dataset", ""),
+                ("accuracy", "model"),
+                ("accuracy", "zero-rate"),
+                ("macro_f1", "model"),
+                ("macro_f1", "zero-rate"),
+                ("n", ""),
+            ]
+        ),
+    )
+    perf.to_csv(d / "02_task_performance.csv", index=False)
+    pd.DataFrame(
+        {
+            "dataset": ["esnli", "esnli"],
+            "prompt": ["classify", "minimal"],
+            "rule": ["sequence", "sequence"],
+            "top_label": ["neutral", "entailment"],
+            "top_share": [0.9, 0.55],
+        }
+    ).to_csv(d / "02_scoring_label_shares.csv", index=False)
+    pd.DataFrame(
+        {
+            "dataset": ["esnli"] * 2,
+            "prompt": ["classify", "minimal"],
+            "rule": ["sequence"] * 2,
+            "metric": ["accuracy"] * 2,
+            "system": ["model"] * 2,
+            "value": [0.4, 0.5],
+            "ci_low": [0.3, 0.42],
+            "ci_high": [0.5, 0.58],
+            "n": [200, 200],
+            "n_undefined": [0, 0],
+        }
+    ).to_csv(d / "02_scoring_sensitivity.csv", index=False)
+    pd.DataFrame({"system": ["Top-Var"], "esnli": ["16.4 [12.6, 20.3]"]}).to_csv(
+        d / "02_human_alignment.csv", index=False
+    )
+    pd.DataFrame(
+        {
+            "dataset": ["esnli", "sst2"],
+            "method": ["integrated_gradients"] * 2,
+            "n": [6, 2],
+            "ok": [6, 2],
+            "context_overflow": [0, 1],
+            "nonfinite_rows": [0, 0],
+            "words_without_tokens": [0, 0],
+            "truncated_words": [0, 0],
+            "seconds_per_example": [20.0, 24.0],
+            "ig_delta_abs": [0.1, 0.1],
+            "ig_relative_error": [0.01, 0.03],
+            "noiser_sigma": [None, None],
+        }
+    ).to_csv(d / "03_attribution_health.csv", index=False)
+    test = {
+        "metric": ["m", "m"],
+        "method": ["saliency", "random_like"],
+        "n": [30, 12],
+        "mean_diff": [0.123, -0.01],
+        "diff_ci_low": [0.05, -0.1],
+        "diff_ci_high": [0.2, 0.08],
+        "role": ["primary"] * 2,
+        "reject": [True, False],
+        "can_reject": [True, False],
+    }
+    pd.DataFrame({"explanation": ["Top-Var list"] * 2, **test}).to_csv(
+        d / "04_consistency_primary.csv", index=False
+    )
+    for name in ("04_faithfulness_primary", "04_plausibility_primary"):
+        pd.DataFrame(test).to_csv(d / f"{name}.csv", index=False)
+    pd.DataFrame(
+        {
+            "explanation": ["Top-Var list"],
+            "metric": ["rank_auc"],
+            "method": ["saliency"],
+            "best_null": ["word_rarity"],
+            "value": [0.07],
+            "ci_low": [0.01],
+            "ci_high": [0.13],
+            "n": [30],
+        }
+    ).to_csv(d / "04_consistency_vs_best_null.csv", index=False)
+    pd.DataFrame(
+        {
+            "dataset": ["esnli"],
+            "selection": ["Prompting"],
+            "metric": ["flipped"],
+            "value": [0.25],
+            "ci_low": [0.1],
+            "ci_high": [0.4],
+            "n": [20],
+            "n_undefined": [1],
+        }
+    ).to_csv(d / "04_table4_flip_rates.csv", index=False)
+    pd.DataFrame({"metric": ["rank_auc"], "random_at_chance": [True], "passed": ["1/1"]}).to_csv(
+        d / "04_validation_verdict.csv", index=False
+    )
+    return d
+
+
+def test_block_carries_values_cis_n_and_tables(tmp_path):
+    text = summary.results_markdown(_tables(tmp_path))
+    assert "| e-SNLI | 200 | 40.0 [30.0, 50.0] | 33.0 [25.0, 41.0] |" in text
+    assert "`neutral` 90%" in text  # the classify/sequence share, not the minimal prompt's
+    assert "50.0 [42.0, 58.0] | minimal / sequence" in text  # best over prompts × rules
+    assert "+0.12 [0.05, 0.20] n=30 **✓**" in text and "n=12 **✓**" not in text
+    assert "1 of 2 can reject" in text
+    assert "+0.07 [0.01, 0.13] (word_rarity)" in text
+    assert "0.25 [0.10, 0.40] n=20" in text
+    assert "| integrated_gradients | 8 | 8 | 1 | 21 | 2.0% |" in text  # n-weighted cost
+    for name in ("02_task_performance", "04_consistency_primary", "04_table4_flip_rates"):
+        assert f"`{name}`" in text
+
+
+def test_missing_table_names_the_notebook(tmp_path):
+    tables = _tables(tmp_path)
+    (tables / "04_table4_flip_rates.csv").unlink()
+    with pytest.raises(summary.MissingTableError, match=r"notebook 04 \(`make 04`\)"):
+        summary.results_markdown(tables)
+
+
+def test_render_replaces_only_the_block(tmp_path):
+    tables = _tables(tmp_path)
+    text = f"before\n{summary.START}\nold numbers\n{summary.END}\nafter\n"
+    new = summary.render_readme(text, tables)
+    assert new.startswith("before\n") and new.endswith(f"{summary.END}\nafter\n")
+    assert "old numbers" not in new and summary.render_readme(new, tables) == new
+    with pytest.raises(ValueError, match="no generated block"):
+        summary.render_readme("no markers", tables)
+
+
+def test_check_fails_on_a_stale_readme(tmp_path):
+    tables = _tables(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{summary.START}\nold\n{summary.END}\n")
+    args = ["--readme", str(readme), "--tables", str(tables)]
+    assert summary.main([*args, "--check"]) == 1
+    assert summary.main(args) == 0 and summary.main([*args, "--check"]) == 0
+
+
+def test_committed_readme_matches_committed_tables():
+    """`make readme` was run after the tables in figures/tables/ were last regenerated."""
+    assert (
+        summary.main(
+            [
+                "--check",
+                "--readme",
+                str(ROOT / "README.md"),
+                "--tables",
+                str(ROOT / "figures/tables"),
+            ]
+        )
+        == 0
+    )
