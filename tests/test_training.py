@@ -51,7 +51,7 @@ def held_out(n: int = 32) -> list[data.Example]:
 
 
 def triggers(examples) -> list[list[int]]:
-    return [training.rationale_positions(ex) for ex in examples]
+    return [ex.rationale_positions() for ex in examples]
 
 
 def accuracy(model, tokenizer, examples) -> float:

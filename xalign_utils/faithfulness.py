@@ -118,11 +118,6 @@ def label_probabilities(
     return out
 
 
-def human_positions(ex: Example) -> list[int]:
-    """Flat positions of the words the human rationale marks (``[]`` without one)."""
-    return [i for i, r in enumerate(ex.flat_rationale() or []) if r == 1]
-
-
 def flipped(erased: np.ndarray, pred: int) -> float:
     """1.0 when the erased input's label distribution predicts another label than
     ``pred``, NaN when it is undefined (an over-long prompt)."""
@@ -174,7 +169,7 @@ def erasure_table(
         for ex_id in ids:
             ex = examples_by_id[ex_id]
             n = len(ex.flat_words())
-            human = set(human_positions(ex))
+            human = set(ex.rationale_positions())
             refs = {
                 "full": want(ex, frozenset()),
                 "all": want(ex, frozenset(range(n))),

@@ -218,7 +218,7 @@ def topvar_selections(inputs: StageInputs, fixed_k: int) -> dict[str, dict[str, 
     for rec in inputs.attributions.itertuples():
         k = rationale_k(by_id[rec.id], fixed_k)
         out.setdefault(rec.method, {})[rec.id] = top_k(rec.magnitude, k)
-    human = {i: faithfulness.human_positions(by_id[i]) for i in ids}
+    human = {i: by_id[i].rationale_positions() for i in ids}
     out[TABLE4_HUMAN] = {i: pos for i, pos in human.items() if pos}
     out[TABLE4_ALL] = {i: list(range(len(by_id[i].flat_words()))) for i in ids}
     return out

@@ -107,6 +107,11 @@ class Example:
             return [None] * len(self.flat_words())
         return [v for name in self.words for v in self.rationale[name]]
 
+    def rationale_positions(self) -> list[int]:
+        """Flat positions of the words the rationale marks 1 (``[]`` without one): what
+        erasure, the Table-4 selections and rationale-regularised training use."""
+        return [i for i, r in enumerate(self.flat_rationale()) if r == 1]
+
     def to_dict(self) -> dict:
         return asdict(self)
 

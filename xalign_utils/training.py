@@ -95,11 +95,6 @@ def add_lora(model, cfg: TrainConfig) -> PeftModel:
     return get_peft_model(model, LoraConfig(**sizes, target_modules=modules, task_type="CAUSAL_LM"))
 
 
-def rationale_positions(ex: Example) -> list[int]:
-    """Flat word positions marked 1 in an example's rationale (``[]`` when unannotated)."""
-    return [i for i, v in enumerate(ex.flat_rationale()) if v == 1]
-
-
 def with_live_prefix(model, batch: Batch) -> Batch:
     """``batch`` with its shared-prefix keys/values recomputed with gradient tracking.
 
@@ -330,7 +325,7 @@ def train(
 
     Args:
         model: a causal LM with eager attention (LoRA is added unless it is a PeftModel).
-        rationales: per example, flat word positions (:func:`rationale_positions`);
+        rationales: per example, flat word positions (:meth:`Example.rationale_positions`);
             needed unless ``cfg.regulariser == "none"``.
         out_dir: receives ``checkpoints/step-*``, the final ``adapter`` (safetensors),
             ``manifest.json`` and ``loss_curve.parquet``.
@@ -410,7 +405,7 @@ def launch_training(
     model_dir: Path, examples_file: Path, out_dir: Path, cfg: TrainConfig, *, num_processes: int
 ) -> pd.DataFrame:
     """Run :func:`train` under ``accelerate launch`` with ``num_processes`` on the CPU
-    (rationales: the examples' own, :func:`rationale_positions`); returns the loss curve.
+    (rationales: the examples' own, :meth:`Example.rationale_positions`); returns the loss curve.
 
     Raises:
         RuntimeError: a process failed; the message carries its stderr tail.
@@ -442,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cfg = TrainConfig(**fields)
     model, tokenizer = load_model(args.model, for_gradients=True, device=args.device)
     examples = load_examples(Path(args.examples))
-    rationales = [rationale_positions(ex) for ex in examples]
+    rationales = [ex.rationale_positions() for ex in examples]
     train(model, tokenizer, examples, rationales, cfg, args.out, device=args.device, progress=False)
 
 
