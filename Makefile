@@ -10,7 +10,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= default
-RUN_DIR := runs/$(PROFILE)
+# A run on a published adapter (ADAPTER=<name>, notebook 05) keeps its own folder.
+RUN_DIR := runs/$(PROFILE)$(if $(ADAPTER),+$(ADAPTER))
 
 # Numbered notebooks, in order, and their executed copies in runs/$(PROFILE)/.
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
@@ -20,9 +21,9 @@ NUMBERS := $(foreach nb,$(NOTEBOOKS),$(call nb_number,$(nb)))
 
 # The overridable notebook parameters are the run-config fields, read from
 # xalign_utils.config.parameter_names() once, when a notebook recipe first needs them (after
-# .venv exists), so `make help` and `make setup` work without it. ADAPTER is passed too.
+# .venv exists), so `make help` and `make setup` work without it.
 OVERRIDABLE = $(eval OVERRIDABLE := $$(shell $(PY) -c 'from xalign_utils.config import parameter_names; print(*parameter_names())' 2>/dev/null))$(OVERRIDABLE)
-EXTRA_PARAMS := ADAPTER
+EXTRA_PARAMS :=
 # `-p NAME 'value'` for a variable set on the command line or in the environment.
 param = $(if $(filter command line environment override,$(origin $(1))),$(if $($(1)),-p $(1) '$(subst ','\'',$($(1)))'))
 PARAMS = $(if $(strip $(OVERRIDABLE)),,$(error cannot read the parameter names with `$(PY) -c 'from xalign_utils.config import parameter_names'`; run `make setup`))-p PROFILE $(PROFILE) $(strip $(foreach v,$(filter-out PROFILE,$(OVERRIDABLE)) $(EXTRA_PARAMS),$(call param,$(v))))

@@ -52,8 +52,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "forward calibration",
         "attribution explanations faithfulness training decoding",
         "plausibility consistency validation comparisons",
-        "runner planted checks baselines metric_tables validation_runs",  # stage tables
-        "reports plots summary",
+        "runner planted checks baselines metric_tables validation_runs training_runs regularised_runs",
+        "reports plots summary training_plots",
     )
 )
 #: Modules whose package imports are limited to these (stricter than their layer).

@@ -126,7 +126,7 @@ def test_override_reaches_every_papermill_call(repo):
 
 
 def test_every_run_config_field_is_forwarded_when_set(repo):
-    names = [n for n in parameter_names() if n != "PROFILE"] + ["ADAPTER"]
+    names = [n for n in parameter_names() if n != "PROFILE"]
     values = {name: f"v{i}" for i, name in enumerate(names)}
     values["MASK_TEXT"] = "it's"  # a quote survives the shell
     (call,) = papermill_calls(

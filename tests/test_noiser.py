@@ -181,3 +181,32 @@ def test_paper_variant_agrees_with_the_reference_as_well_as_across_seeds(model_a
     ours, across = spearmanr(res.scores, ref0).statistic, spearmanr(ref0, ref1).statistic
     assert ours >= across, (res.scores, ref0, ref1)
     np.testing.assert_allclose(res.scores, ref0, atol=1e-3)  # same noise: the same scores
+
+
+@pytest.mark.slow
+def test_reusing_the_clean_cache_before_the_noised_token_changes_nothing(
+    model_and_tokenizer, synthetic, monkeypatch
+):
+    """Rows that noise late tokens run from their first noised position on, over the
+    clean keys and values before it; scores equal those of full passes."""
+    model, tok = model_and_tokenizer
+    batch = FW.prepare(model, tok, synthetic)
+    one = batch.slice(1, 2)
+    with torch.inference_mode():
+        full, _ = FW.input_embeddings(model, one)
+        kv = FW.prompt_cache(model, full, one)
+        start = int(one.in_pos[0][one.in_valid[0]][2])
+        rows = full.repeat(3, 1, 1)
+        rows[:, start:] += 0.05 * torch.randn(
+            rows[:, start:].shape, generator=torch.Generator().manual_seed(0)
+        )
+        resumed = N.label_scores(model, FW.with_prefix(one, kv, start), rows)
+        plain = N.label_scores(model, one, rows)
+    assert FW.with_prefix(one, kv, start).prefix_len == start > one.prefix_len
+    torch.testing.assert_close(resumed, plain, rtol=1e-4, atol=1e-4)
+    fast = N.noiser(model, batch, noise_samples=3, bisection_steps=4, chunk=6)
+    monkeypatch.setattr(N, "with_prefix", lambda b, kv, length: b)
+    slow = N.noiser(model, batch, noise_samples=3, bisection_steps=4, chunk=6)
+    np.testing.assert_allclose(fast[1]["noiser_sigma"], slow[1]["noiser_sigma"])
+    for a, b in zip(fast[0], slow[0], strict=True):
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-5)

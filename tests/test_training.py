@@ -245,16 +245,16 @@ def test_runs_are_deterministic_for_a_seed(weak_model, tokenizer, tmp_path):
 
 def test_assert_no_leakage_names_the_shared_id_and_text():
     train, evaluation = train_examples(8), held_out(8)
-    training.assert_no_leakage(train, evaluation)  # distinct seeds: no overlap
+    data.assert_no_leakage(train, evaluation)  # distinct seeds: no overlap
     with pytest.raises(ValueError, match="synthetic-1-3"):
-        training.assert_no_leakage(train, evaluation + [train[3]])
+        data.assert_no_leakage(train, evaluation + [train[3]])
     copied = dataclasses.replace(
         evaluation[0],
         segments={"text": "  " + train[5].segments["text"].upper() + " "},
         words={"text": train[5].words["text"]},
     )
     with pytest.raises(ValueError, match=r"synthetic-0-0.*synthetic-1-5"):
-        training.assert_no_leakage(train, [copied])
+        data.assert_no_leakage(train, [copied])
 
 
 def test_two_processes_take_the_steps_of_one(weak_model, tokenizer, tmp_path):

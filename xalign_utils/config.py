@@ -20,6 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data"
 PROCESSED_DIR = DATA_DIR / "processed"
 MODELS_DIR = DATA_DIR / "models"
+#: Published LoRA adapters (notebook 05), one folder each with a manifest.
+ADAPTERS_DIR = MODELS_DIR / "adapters"
+#: Published numbers of the reproduced papers (transcribed; see reference/README.md).
+REFERENCE_DIR = ROOT / "reference"
 RUNS_DIR = ROOT / "runs"
 FIGURES_DIR = ROOT / "figures"
 TABLES_DIR = FIGURES_DIR / "tables"
@@ -69,6 +73,9 @@ class RunConfig:
     Attributes:
         profile: ``smoke``, ``default`` or ``paper``.
         model: Hub id or local folder; ``None`` means the offline default model.
+        adapter: a LoRA adapter published by notebook 05 (``data/models/adapters/<name>``)
+            that every notebook applies to the model; results go to
+            ``runs/<profile>+<adapter>/`` and ``figures/adapters/<adapter>/``.
         datasets: evaluation datasets, in the order the notebooks report them.
         n_eval: evaluation examples per dataset (sampled, stratified by label).
         n_train: training examples per dataset (notebook 05).
@@ -109,10 +116,24 @@ class RunConfig:
         strategy: how notebook 04 erases words (``delete`` or ``mask``).
         mask_text: the replacement text of the ``mask`` strategy.
         k_values: list lengths of notebook 04's k-sensitivity check.
+        train_datasets: datasets notebook 05 fine-tunes on (their ``train`` splits:
+            e-SNLI dev, SST-2 train, HateXplain val), one multi-task adapter.
+        train_lr, train_epochs, train_batch_size, lora_r, lora_alpha, lora_dropout,
+            train_warmup_steps: LoRA fine-tuning hyper-parameters (the paper profile's are
+            Fayyaz et al.'s Table A.2; the default's learning rate comes from
+            ``bench/lr_sweep.py``).
+        train_checkpoints: evaluation points per run besides the untrained model (the
+            paper: one per epoch), for the accuracy ↔ alignment/faithfulness correlations.
+        n_train_eval: evaluation examples per dataset scored at every checkpoint (the
+            first of the ``n_eval``).
+        regulariser, reg_lambdas, reg_seeds, reg_source, n_reg_train, reg_steps: the
+            explanation-regularised runs of notebook 05 (``rrr`` or ``align``; λ values,
+            0 included; seeds; rationale source ``human``; training examples and steps).
     """
 
     profile: str = "default"
     model: str | None = None
+    adapter: str | None = None
     datasets: tuple[str, ...] = ("esnli", "sst2", "hatexplain")
     n_eval: int = 200
     n_train: int = 1000
@@ -140,6 +161,22 @@ class RunConfig:
     strategy: str = "delete"
     mask_text: str = "_"
     k_values: tuple[int, ...] = (1, 2, 3, 5, 8)
+    train_datasets: tuple[str, ...] = ("esnli", "sst2", "hatexplain")
+    train_lr: float = 2e-4
+    train_epochs: int = 1
+    train_batch_size: int = 8
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    train_warmup_steps: int = 10
+    train_checkpoints: int = 4
+    n_train_eval: int = 100
+    regulariser: str = "rrr"
+    reg_lambdas: tuple[float, ...] = (0.0, 0.1, 1.0)
+    reg_seeds: tuple[int, ...] = (13, 14)
+    reg_source: str = "human"
+    n_reg_train: int = 200
+    reg_steps: int = 25
     notes: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -147,24 +184,31 @@ class RunConfig:
         """The model's public name (the offline default's Hub id when none is set)."""
         return self.model or OFFLINE_MODEL
 
-    def hash(self, *, attribution: bool = False) -> str:
+    def hash(self, *, attribution: bool = False, training: bool = False) -> str:
         """Short stable hash of every field that changes results (not ``notes``).
 
         Args:
             attribution: include :data:`ATTRIBUTION_FIELDS`. They are left out by
                 default so that tuning notebook 03 never invalidates the stored
                 generations of notebook 02.
+            training: include :data:`TRAINING_FIELDS` and the attribution fields
+                (notebook 05's tables; left out otherwise for the same reason).
         """
-        skip = {"notes", *UNHASHED_FIELDS} | (set() if attribution else set(ATTRIBUTION_FIELDS))
+        skip = {"notes", *UNHASHED_FIELDS}
+        skip |= set() if training else set(TRAINING_FIELDS)
+        skip |= set() if attribution or training else set(ATTRIBUTION_FIELDS)
         payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         payload["model"] = self.model_name
+        if self.adapter is None:  # hashes of runs without an adapter stay what they were
+            del payload["adapter"]
         blob = json.dumps(payload, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
     @property
     def run_dir(self) -> Path:
-        """``runs/<profile>/``: executed notebooks and per-stage tables."""
-        return RUNS_DIR / self.profile
+        """``runs/<profile>/`` (``runs/<profile>+<adapter>/`` on an adapter): executed
+        notebooks and per-stage tables."""
+        return RUNS_DIR / (self.profile + (f"+{self.adapter}" if self.adapter else ""))
 
     @property
     def processed_dir(self) -> Path:
@@ -175,7 +219,9 @@ class RunConfig:
     def figures_dir(self) -> Path:
         """Where figures go. The smoke profile writes beside its run so tests never
         overwrite the thesis figures in ``figures/``."""
-        return self.run_dir / "figures" if self.profile == "smoke" else FIGURES_DIR
+        if self.profile == "smoke":
+            return self.run_dir / "figures"
+        return FIGURES_DIR / "adapters" / self.adapter if self.adapter else FIGURES_DIR
 
     @property
     def tables_dir(self) -> Path:
@@ -200,6 +246,27 @@ ATTRIBUTION_FIELDS = (
     "k_values",
 )
 
+#: Fields only notebook 05 reads: its tables are keyed by ``RunConfig.hash(training=True)``, so
+#: tuning the training never invalidates the stored tables of 02-04.
+TRAINING_FIELDS = (
+    "train_datasets",
+    "train_lr",
+    "train_epochs",
+    "train_batch_size",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "train_warmup_steps",
+    "train_checkpoints",
+    "n_train_eval",
+    "regulariser",
+    "reg_lambdas",
+    "reg_seeds",
+    "reg_source",
+    "n_reg_train",
+    "reg_steps",
+)
+
 #: Fields that never enter a hash: they change no stored number (``num_processes``: the
 #: sharded runner is tested equal to one process; ``n_heatmap``: figures only) or name
 #: their own stored table (``rationale_labels``).
@@ -221,6 +288,13 @@ PROFILES: dict[str, RunConfig] = {
         noise_samples=2,
         bisection_steps=2,
         n_faith=2,
+        train_batch_size=4,
+        train_checkpoints=2,
+        n_train_eval=4,
+        reg_lambdas=(0.0, 1.0),
+        reg_seeds=(13,),
+        n_reg_train=8,
+        reg_steps=2,
     ),
     # IG with 128 steps (median relative completeness error 1.2% on 12 default examples
     # with the whole-label target, 134% at 16 steps: bench/ig_steps.csv), LIME/KernelSHAP
@@ -249,6 +323,17 @@ PROFILES: dict[str, RunConfig] = {
         n_attr_noiser=300,
         n_samples=256,
         n_faith=300,
+        # Fayyaz et al. Table A.2 (their e-SNLI/FEVER learning rate), one checkpoint per epoch
+        train_lr=7e-6,
+        train_epochs=10,
+        train_batch_size=64,
+        lora_r=32,
+        lora_alpha=16,
+        train_checkpoints=10,
+        n_train_eval=300,
+        reg_seeds=(13, 14, 15),
+        n_reg_train=2000,
+        reg_steps=100,
     ),
 }
 
@@ -265,6 +350,8 @@ def _coerce(name: str, value: object, default: object) -> object:
         )
         if default and all(isinstance(v, int) for v in default):
             return tuple(int(p) for p in parts)
+        if default and all(isinstance(v, float) for v in default):
+            return tuple(float(p) for p in parts)
         return tuple(parts)
     if isinstance(default, bool):
         return str(value).lower() in {"1", "true", "yes"}

@@ -18,7 +18,7 @@ form as the target, as tools like Inseq attribute by default, for comparison.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -233,6 +233,33 @@ def _prompt_pass(model, emb, mask, positions, batch: Batch, use_cache: bool):
         logits_to_keep=1,
     )
     return out.logits[:, -1], out.past_key_values
+
+
+def prompt_cache(model, emb: torch.Tensor, batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keys and values ``[(k, v)]`` (one pair per layer, ``[1, heads, T, d]``) of every
+    position of one example's full-layout embeddings ``emb [1, T, D]``, the shared prefix
+    included; :func:`with_prefix` serves a leading part of them to later passes."""
+    return [
+        (layer.keys, layer.values)
+        for layer in _prompt_pass(
+            model, emb, batch.mask[:1], batch.positions[:1], batch, use_cache=True
+        )[1].layers
+    ]
+
+
+def with_prefix(batch: Batch, kv: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> Batch:
+    """``batch`` (one example) whose shared prefix is its first ``length`` positions, served
+    from ``kv`` (:func:`prompt_cache` of its clean embeddings).
+
+    Valid for embeddings equal to the clean ones before ``length``: rows that perturb
+    positions ``≥ length`` only (Noiser's, occlusion's) then run only from ``length`` on.
+    A ``length`` inside the batch's own prefix returns ``batch`` unchanged.
+    """
+    if length <= batch.prefix_len:
+        return batch
+    return replace(
+        batch, prefix_len=length, prefix_kv=[(k[:, :, :length], v[:, :, :length]) for k, v in kv]
+    )
 
 
 def last_logits(

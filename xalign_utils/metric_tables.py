@@ -372,11 +372,12 @@ def pivot(
     return table.pivot_table(index=index, columns=columns, values=values).round(digits)
 
 
-def stored_tables(cfg: RunConfig) -> pd.DataFrame:
-    """The stage's stored tables for ``cfg``: name, rows, columns and config hash, so a
-    reader sees what later notebooks can read with :func:`xalign_utils.store.read_table`."""
+def stored_tables(cfg: RunConfig, stage: str = STAGE) -> pd.DataFrame:
+    """A stage's stored tables for ``cfg`` (default: this one's): name, rows, columns and
+    config hash, so a reader sees what later notebooks can read with
+    :func:`xalign_utils.store.read_table`."""
     rows = []
-    for path in sorted((cfg.run_dir / STAGE).glob("*.parquet")):
+    for path in sorted((cfg.run_dir / stage).glob("*.parquet")):
         table = pd.read_parquet(path)
         rows.append(
             {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib.util
+import json
 import logging
 import shutil
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
@@ -127,6 +129,7 @@ def load_model(
     for_gradients: bool = False,
     device: str | None = None,
     dtype: str = "float32",
+    adapter: str | None = None,
 ):
     """Load a causal LM and its tokenizer.
 
@@ -136,6 +139,9 @@ def load_model(
             kernels is not implemented, and attention weights are only returned by eager).
         device: ``cpu``, ``cuda``...; defaults to CUDA when available.
         dtype: torch dtype name.
+        adapter: a LoRA adapter published by notebook 05 (a name under
+            ``data/models/adapters/``, or a folder), merged into the weights after
+            :func:`apply_adapter`'s checks.
 
     Returns:
         ``(model, tokenizer)``, model in eval mode; the tokenizer pads on the left and
@@ -154,8 +160,61 @@ def load_model(
         attn_implementation="eager" if for_gradients else "sdpa",
         trust_remote_code=False,
     ).to(device)
+    if adapter:
+        model = apply_adapter(model, adapter, name or config.OFFLINE_MODEL)
     model.eval()
     return model, tokenizer
+
+
+def model_fingerprint(model) -> str:
+    """Short sha256 of every weight's name, shape, dtype and bytes: identifies the exact
+    base model an adapter was trained on (a re-quantised or updated checkpoint differs)."""
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(f"{key}:{tuple(value.shape)}:{value.dtype}".encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def adapter_manifest(adapter: str | Path) -> tuple[Path, dict]:
+    """``(folder, manifest)`` of a published adapter (a name under
+    ``data/models/adapters/`` or a folder).
+
+    Raises:
+        FileNotFoundError: no such adapter, or its ``manifest.json`` is missing; the
+            message lists the published adapters.
+    """
+    folder = Path(adapter) if Path(adapter).is_dir() else config.ADAPTERS_DIR / str(adapter)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        known = sorted(p.parent.name for p in config.ADAPTERS_DIR.glob("*/manifest.json"))
+        raise FileNotFoundError(
+            f"adapter {str(adapter)!r}: no {path}; published adapters: {known or 'none'} "
+            "(notebook 05 publishes them: `make 05`)"
+        )
+    return folder, json.loads(path.read_text())
+
+
+def apply_adapter(model, adapter: str | Path, base_name: str):
+    """Merge a published LoRA adapter into ``model`` after checking that its manifest
+    names this base model and that the weights' :func:`model_fingerprint` matches.
+
+    Raises:
+        ValueError: the adapter was trained on another model (name or weights).
+    """
+    folder, manifest = adapter_manifest(adapter)
+    if manifest.get("base_model") != base_name:
+        raise ValueError(
+            f"adapter {folder.name!r} was trained on {manifest.get('base_model')!r}, "
+            f"not {base_name!r} ({folder / 'manifest.json'}, field base_model)"
+        )
+    if manifest.get("base_fingerprint") != (found := model_fingerprint(model)):
+        raise ValueError(
+            f"adapter {folder.name!r}: the base weights differ from those it was trained on "
+            f"(fingerprint {found} != {manifest.get('base_fingerprint')}, "
+            f"{folder / 'manifest.json'}, field base_fingerprint)"
+        )
+    return PeftModel.from_pretrained(model, folder).merge_and_unload()
 
 
 def context_length(model) -> int:

@@ -17,6 +17,7 @@ Command line (what notebook 03 launches when ``NUM_PROCESSES > 1``)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -34,6 +35,7 @@ from .attribution.registry import COST_TIERS, METHODS, available_methods
 from .data import load_examples, save_examples
 from .models import load_model
 from .schema import Example
+from .store import code_hash
 
 
 def _has_gpu() -> bool:
@@ -50,6 +52,7 @@ def run_attribution(
     out: Path,
     *,
     model_name: str | None = None,
+    adapter: str | None = None,
     device: str | None = None,
     batch_size: int = 8,
     progress: bool = False,
@@ -63,6 +66,7 @@ def run_attribution(
         out: parquet file the gathered table is written to (atomically, by the main
             process).
         model_name: model to load (``None``: the offline default).
+        adapter: published LoRA adapter merged into it (``load_model(adapter=)``).
         device: torch device; by default ``accelerate`` picks this process's GPU, or
             the CPU.
         **options: passed to :func:`xalign_utils.attribution.attribute`. The rarity
@@ -81,7 +85,7 @@ def run_attribution(
         options["word_counts"] = word_counts(examples)
     with state.split_between_processes(indexed) as shard:
         model, tokenizer = load_model(
-            model_name, for_gradients=True, device=device or str(state.device)
+            model_name, for_gradients=True, device=device or str(state.device), adapter=adapter
         )
         rows = attribute(
             model,
@@ -123,6 +127,7 @@ def launch(
     cpu: bool = True,
     options: dict | None = None,
     model_name: str | None = None,
+    adapter: str | None = None,
     batch_size: int = 8,
 ) -> pd.DataFrame:
     """Run :func:`run_attribution` under ``accelerate launch`` with ``num_processes``.
@@ -147,6 +152,8 @@ def launch(
     cmd += ["--options", json.dumps(options or {})]
     if model_name:
         cmd += ["--model", model_name]
+    if adapter:
+        cmd += ["--adapter", adapter]
     if cpu:
         cmd += ["--device", "cpu"]
     env = dict(os.environ)
@@ -165,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--methods", required=True, help="comma-separated method names")
     parser.add_argument("--out", type=Path, required=True, help="gathered parquet file")
     parser.add_argument("--model", default=None)
+    parser.add_argument("--adapter", default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--options", default="{}", help="JSON of method options")
@@ -174,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.methods.split(","),
         args.out,
         model_name=args.model,
+        adapter=args.adapter,
         device=args.device,
         batch_size=args.batch_size,
         **json.loads(args.options),
@@ -225,6 +234,39 @@ def attribution_plan(
     return plan
 
 
+def group_key(
+    methods: Sequence[str],
+    examples: Sequence[Example],
+    options: dict,
+    model_name: str | None,
+    batch_size: int,
+    adapter: str | None = None,
+) -> str:
+    """Hash of everything a group's attribution table depends on: its methods, examples
+    (full content), options, model, batch size and the source of the runner and of the
+    methods' modules (with what they import).
+
+    :func:`attribute_profile` reuses a finished group file with the same key, so a
+    re-run after a change to one method, or to one tier's example count, recomputes
+    only the groups that change changes.
+    """
+    modules = ["runner", *sorted({METHODS[m].function.__module__ for m in methods})]
+    blob = json.dumps(
+        {
+            "methods": list(methods),
+            "examples": [ex.to_dict() for ex in examples],
+            "options": options,
+            "model": model_name,
+            **({"adapter": adapter} if adapter else {}),
+            "batch_size": batch_size,
+            "code": code_hash(modules),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def attribute_profile(
     cfg,
     examples: dict[str, list[Example]],
@@ -238,6 +280,9 @@ def attribute_profile(
 ) -> pd.DataFrame:
     """Run :func:`attribution_plan` in this process or sharded over ``num_processes``.
 
+    Each group's table is written to ``work_dir/group-<g>-<key>.parquet`` (see
+    :func:`group_key`) and read back instead of recomputed when that file exists.
+
     Returns:
         The attribution table of every (methods, examples) group, concatenated.
     """
@@ -245,7 +290,11 @@ def attribute_profile(
     options = dict(method_options(cfg), target=target)
     parts = []
     for g, (ms, subset) in enumerate(attribution_plan(cfg, examples, methods)):
-        out = work_dir / f"group-{g}.parquet"
+        key = group_key(ms, subset, options, cfg.model, cfg.batch_size, cfg.adapter)
+        out = work_dir / f"group-{g}-{key}.parquet"
+        if out.is_file():  # finished by an earlier run with the same inputs and code
+            parts.append(pd.read_parquet(out).drop(columns=["example_index"]))
+            continue
         if num_processes > 1:
             save_examples(subset, work_dir / f"group-{g}.jsonl")
             part = launch(
@@ -256,6 +305,7 @@ def attribute_profile(
                 cpu=device == "cpu" or (device is None and not _has_gpu()),
                 options=options,
                 model_name=cfg.model,
+                adapter=cfg.adapter,
                 batch_size=cfg.batch_size,
             )
         else:
@@ -264,6 +314,7 @@ def attribute_profile(
                 ms,
                 out,
                 model_name=cfg.model,
+                adapter=cfg.adapter,
                 batch_size=cfg.batch_size,
                 device=device,
                 progress=progress,

@@ -169,12 +169,14 @@ def predict(
     batch_size: int = 16,
     answer_tokens: int = 8,
     gen_batch_size: int | None = None,
+    greedy: bool = True,
 ):
     """Scored predictions and greedy answers for the classification prompt.
 
     Every example gets a prediction (argmax of label log-probabilities) and the label
     distribution renormalised over the label set; the greedy answer is kept with the
-    label it names (``None`` when it names none, counted by the caller).
+    label it names (``None`` when it names none, counted by the caller). ``greedy=False``
+    skips the greedy answers (scored predictions only, e.g. at every training checkpoint).
 
     Returns:
         A DataFrame, one row per example.
@@ -191,9 +193,12 @@ def predict(
         ]
         logp = label_logprobs(model, tokenizer, ids, dataset, batch_size)
         probs = softmax(logp, axis=1)
-        answers = generate(model, tokenizer, ids, answer_tokens, gen_batch_size or batch_size)
+        if greedy:
+            answers = generate(model, tokenizer, ids, answer_tokens, gen_batch_size or batch_size)
+        else:
+            answers = [{"text": None}] * len(ids)
         for ex, lp, pr, ans, tokens in zip(exs, logp, probs, answers, ids, strict=True):
-            greedy = parse_label(ans["text"], dataset)
+            named = None if ans["text"] is None else parse_label(ans["text"], dataset)
             rows.append(
                 {
                     "id": ex.id,
@@ -204,7 +209,7 @@ def predict(
                     "label_mass": float(np.exp(lp).sum()),
                     **{f"logp_{lab}": float(v) for lab, v in zip(labels, lp, strict=True)},
                     "greedy_text": ans["text"],
-                    "greedy_label": greedy,
+                    "greedy_label": named,
                     "prompt_tokens": len(tokens),
                 }
             )

@@ -165,17 +165,19 @@ def write_table(
     name: str,
     *,
     attribution: bool = False,
+    training: bool = False,
     code: CodeSpec = None,
 ) -> Path:
     """Write ``df`` with ``config_hash`` and ``seed`` columns, atomically, and the code
     hash of ``code`` (see :data:`CodeSpec`) in the file's metadata.
 
     ``attribution=True`` keys the table by the hash that includes the attribution
-    settings (see :meth:`RunConfig.hash`)."""
+    settings, ``training=True`` by the one that includes every field (notebook 05; see
+    :meth:`RunConfig.hash`)."""
     path = table_path(cfg, stage, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = df.copy()
-    out["config_hash"] = cfg.hash(attribution=attribution)
+    out["config_hash"] = cfg.hash(attribution=attribution, training=training)
     out["seed"] = cfg.seed
     out.attrs = {k: v for k, v in df.attrs.items() if k not in META_KEYS} | _metadata(code)
     tmp = path.with_suffix(".parquet.tmp")
@@ -215,6 +217,7 @@ def cached(
     force: bool = False,
     *,
     attribution: bool = False,
+    training: bool = False,
     code: CodeSpec = None,
 ) -> pd.DataFrame:
     """Return the stored table when its config hash matches ``cfg`` and its code hash
@@ -229,8 +232,9 @@ def cached(
     path = table_path(cfg, stage, name)
     if path.is_file() and not force:
         df = pd.read_parquet(path)
-        same_config = len(df) and (df["config_hash"] == cfg.hash(attribution=attribution)).all()
+        key = cfg.hash(attribution=attribution, training=training)
+        same_config = len(df) and (df["config_hash"] == key).all()
         if same_config and (code is False or df.attrs.get("code_hash") == code_hash(code)):
             return df
-    write_table(compute(), cfg, stage, name, attribution=attribution, code=code)
+    write_table(compute(), cfg, stage, name, attribution=attribution, training=training, code=code)
     return pd.read_parquet(path)

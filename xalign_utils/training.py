@@ -22,7 +22,6 @@ import os
 import shutil
 import subprocess
 import sys
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -85,6 +84,22 @@ class TrainConfig:
 #: 5,000 training examples per dataset, learning rate 7e-6, 10 warm-up steps.
 _PAPER_LORA = {"lora_r": 32, "lora_alpha": 16, "lora_dropout": 0.05}
 PAPER = TrainConfig(**_PAPER_LORA, batch_size=64, epochs=10, max_examples=5000, lr=7e-6)
+
+
+def train_config(run, **overrides) -> TrainConfig:
+    """The :class:`TrainConfig` of a :class:`~xalign_utils.config.RunConfig`'s training
+    fields (learning rate, epochs, batch, LoRA shape, warm-up, seed), with ``overrides``."""
+    fields = {
+        "lr": run.train_lr,
+        "epochs": run.train_epochs,
+        "batch_size": run.train_batch_size,
+        "lora_r": run.lora_r,
+        "lora_alpha": run.lora_alpha,
+        "lora_dropout": run.lora_dropout,
+        "warmup_steps": run.train_warmup_steps,
+        "seed": run.seed,
+    }
+    return TrainConfig(**(fields | overrides))
 
 
 def add_lora(model, cfg: TrainConfig) -> PeftModel:
@@ -215,43 +230,20 @@ def word_attribution(model, batch: Batch) -> torch.Tensor:
     return _word_shares(batch, grad, inp.detach()).detach()
 
 
-def _normalised_text(ex: Example) -> str:
-    text = " | ".join(" ".join(ex.segments[k].split()) for k in ex.segments)
-    return unicodedata.normalize("NFKC", text).casefold()
-
-
-def assert_no_leakage(train_examples: Sequence[Example], eval_examples: Sequence[Example]) -> None:
-    """Refuse training data that holds an evaluation example.
-
-    Raises:
-        ValueError: an evaluation id, or an identical input text (NFKC, case and
-            whitespace normalised, all segments), appears in training within the same
-            dataset; the message names the offending ids and texts.
-    """
-    ids = {(ex.dataset, ex.id) for ex in train_examples}
-    texts = {(ex.dataset, _normalised_text(ex)): ex.id for ex in train_examples}
-    bad = [f"id {ex.id!r}" for ex in eval_examples if (ex.dataset, ex.id) in ids]
-    for ex in eval_examples:
-        hit = texts.get((ex.dataset, _normalised_text(ex)))
-        if hit is not None and (ex.dataset, ex.id) not in ids:
-            bad.append(f"text of {ex.id!r} (= training {hit!r}): {_normalised_text(ex)[:80]!r}")
-    if bad:
-        raise ValueError(f"{len(bad)} evaluation example(s) leak into training: {bad[:5]}")
-
-
 def checkpoints(out_dir: Path) -> list[Path]:
     """Checkpoint folders of a run, oldest first (each holds a loadable ``adapter``)."""
     return sorted(Path(out_dir).glob("checkpoints/step-*[0-9]"))  # not step-*.tmp
 
 
-def _digest(examples: Sequence[Example]) -> str:
+def examples_digest(examples: Sequence[Example]) -> str:
+    """sha256 of the examples' dataset/id sequence (what a run trained on, in order)."""
     return hashlib.sha256("\n".join(f"{e.dataset}/{e.id}" for e in examples).encode()).hexdigest()
 
 
 def _result_fields(cfg: TrainConfig, examples: Sequence[Example]) -> dict:
     """What a checkpoint must share with the run resuming from it."""
     fields = {k: v for k, v in asdict(cfg).items() if k not in _BOOKKEEPING}
-    return json.loads(json.dumps(fields | {"examples_sha256": _digest(examples)}))
+    return json.loads(json.dumps(fields | {"examples_sha256": examples_digest(examples)}))
 
 
 def _save_checkpoint(acc, model, opt, sched, fields, out_dir, step, rows) -> None:
@@ -395,7 +387,10 @@ def train(
         manifest = {"base_model": getattr(model.config, "_name_or_path", None) or None}
         manifest |= {"config": asdict(cfg), "seed": cfg.seed, "steps": step}
         manifest |= {"final_loss": rows[-1]["loss"] if rows else None, "n_examples": len(examples)}
-        manifest |= {"examples_sha256": _digest(examples), "num_processes": acc.num_processes}
+        manifest |= {
+            "examples_sha256": examples_digest(examples),
+            "num_processes": acc.num_processes,
+        }
         (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     acc.wait_for_everyone()
     return curve

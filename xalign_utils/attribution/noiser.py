@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..forward import Batch, input_embeddings, label_logprobs_at
+from ..forward import Batch, input_embeddings, label_logprobs_at, prompt_cache, with_prefix
 from .aggregate import to_words
 
 #: E‖ε‖_p of ε ~ N(0, I_d) (approximations the paper uses): noise is ``ε / B_p(d)``.
@@ -66,8 +66,10 @@ VARIANTS = ("paper", "label_set")
 SCALINGS = ("absolute", "relative")
 CRITERIA = ("mean", "all")
 
-#: ``probs_fn(rows [k, T, D]) -> [k, C]``: the distribution the prediction is taken from.
-ProbsFn = Callable[[torch.Tensor], torch.Tensor]
+#: ``probs_fn(rows [k, T, D], start) -> [k, C]``: the distribution the prediction is taken
+#: from; every row equals the clean embeddings before position ``start``, so the clean
+#: keys and values of those positions can be reused (the label-set variant does).
+ProbsFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 @dataclass
@@ -140,7 +142,9 @@ def noisy_evaluator(
     """Return ``evaluate(sigma [n_tok]) -> (keeps [n_tok], mean p(target) [n_tok])``.
 
     Row (t, s) is ``base [T, D]`` with ``sigma[t] · noise[t, s]`` added at ``positions[t]``
-    alone; rows go through ``probs_fn`` in chunks of whole tokens (≈ ``chunk`` rows).
+    alone; rows go through ``probs_fn`` in chunks of whole tokens (≈ ``chunk`` rows), each
+    with its first noised position as ``start``: a chunk of late tokens reuses the clean
+    keys and values of everything before them.
     """
     n_tok, samples, dim = noise.shape
     per = max(1, chunk // samples)
@@ -154,7 +158,7 @@ def noisy_evaluator(
             add = noise[t] * sigma[t].view(-1, 1, 1).to(noise.dtype)
             at = positions[t].repeat_interleave(samples)
             rows[torch.arange(k, device=rows.device), at] += add.reshape(k, dim)
-            probs = probs_fn(rows)
+            probs = probs_fn(rows, int(positions[t].min()))
             probs = probs.view(-1, samples, probs.shape[-1])
             keep.append(keeps_prediction(probs, target, criterion))
             prob.append(probs[..., target].mean(1))
@@ -183,7 +187,8 @@ def search(
         target: the class to keep (``None``: the clean argmax).
     """
     with torch.inference_mode():
-        clean = probs_fn(base.unsqueeze(0))[0]
+        start = int(positions.min()) if positions.numel() else base.shape[0]
+        clean = probs_fn(base.unsqueeze(0), start)[0]  # clean: every start is valid
         pred = int(clean.argmax())
         target = pred if target is None else int(target)
         n_tok = positions.shape[0]
@@ -238,7 +243,7 @@ def noiser_next_token(
     with torch.inference_mode():
         base = model.get_input_embeddings()(ids)[0]
 
-    def probs_fn(rows: torch.Tensor) -> torch.Tensor:
+    def probs_fn(rows: torch.Tensor, start: int) -> torch.Tensor:  # full passes
         logits = model(inputs_embeds=rows, logits_to_keep=1).logits[:, -1]
         return torch.softmax(logits.float(), -1)
 
@@ -306,11 +311,13 @@ def noiser(
         one = batch.slice(b, b + 1)
         with torch.inference_mode():
             full, inp = input_embeddings(model, one)
+            kv = prompt_cache(model, full, one)
         valid = one.in_valid[0]
         positions = one.in_pos[0][valid]
 
-        def probs_fn(rows: torch.Tensor, one: Batch = one) -> torch.Tensor:
-            return torch.softmax(label_scores(model, one, rows), -1)
+        def probs_fn(rows: torch.Tensor, start: int, one: Batch = one, kv=kv) -> torch.Tensor:
+            scores = label_scores(model, with_prefix(one, kv, start), rows)
+            return torch.softmax(scores, -1)
 
         noise = token_noise(unit, inp[0][valid], scaling, norm)
         res = search(

@@ -17,6 +17,7 @@ from .readers import combine_masks
 from .registry import DATASETS, LABELS, LOADERS, PUBLISHED_COUNTS, dataset, load
 from .sentiment import load_movies, load_sst2, parse_tagged_review
 from .splits import (
+    assert_no_leakage,
     build_split,
     load_examples,
     load_processed,
@@ -43,6 +44,7 @@ __all__ = [
     "Mask",
     "RawDataError",
     "align_highlights",
+    "assert_no_leakage",
     "build_split",
     "combine_masks",
     "dataset",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import random
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -170,3 +171,27 @@ def load_processed(processed_dir: Path, dataset: str, role: str = "eval") -> lis
 #: Hub dataset ids with a converter from their record format, for users with a network.
 #: The local files remain the tested, default source; these paths need ``pip install
 #: -e .[hub]`` and a connection.
+
+
+def _normalised_text(ex: Example) -> str:
+    text = " | ".join(" ".join(ex.segments[k].split()) for k in ex.segments)
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def assert_no_leakage(train_examples: Sequence[Example], eval_examples: Sequence[Example]) -> None:
+    """Refuse training data that holds an evaluation example.
+
+    Raises:
+        ValueError: an evaluation id, or an identical input text (NFKC, case and
+            whitespace normalised, all segments), appears in training within the same
+            dataset; the message names the offending ids and texts.
+    """
+    ids = {(ex.dataset, ex.id) for ex in train_examples}
+    texts = {(ex.dataset, _normalised_text(ex)): ex.id for ex in train_examples}
+    bad = [f"id {ex.id!r}" for ex in eval_examples if (ex.dataset, ex.id) in ids]
+    for ex in eval_examples:
+        hit = texts.get((ex.dataset, _normalised_text(ex)))
+        if hit is not None and (ex.dataset, ex.id) not in ids:
+            bad.append(f"text of {ex.id!r} (= training {hit!r}): {_normalised_text(ex)[:80]!r}")
+    if bad:
+        raise ValueError(f"{len(bad)} evaluation example(s) leak into training: {bad[:5]}")

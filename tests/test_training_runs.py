@@ -1,0 +1,191 @@
+"""Notebook 05's runs: checkpoint summaries, correlations beside Fayyaz et al., targets,
+published adapters and the regularised runs' rationales and tests."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import text_example
+
+from xalign_utils import config, models, regularised_runs, training_runs
+
+
+def per_example(n: int = 20, steps=(0, 10, 20, 30), seed: int = 0) -> pd.DataFrame:
+    """Examples whose accuracy rises with the step and whose alignment rises with it."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for step in steps:
+        for i in range(n):
+            correct = float(rng.random() < 0.3 + step / 60)
+            rows.append(
+                {
+                    "run": "plain-s0",
+                    "step": step,
+                    "dataset": "esnli",
+                    "id": f"e{i}",
+                    "label": "neutral",
+                    "pred": "neutral" if correct else "entailment",
+                    "correct": correct,
+                    "align_ixg": 0.2 + step / 100 + rng.normal(0, 0.01),
+                    "align_prompted": np.nan,
+                    "flipped": float(rng.random() < 0.5),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_checkpoint_summary_means_cis_and_shares():
+    table = per_example()
+    summary = training_runs.checkpoint_summary(table, seed=1)
+    assert list(summary["step"]) == [0, 10, 20, 30]
+    first = table[table["step"] == 0]
+    row = summary.iloc[0]
+    assert row["correct"] == pytest.approx(first["correct"].mean())
+    assert row["correct_lo"] <= row["correct"] <= row["correct_hi"]
+    assert row["zero_rate"] == 1.0  # every gold label is neutral
+    assert np.isnan(row["align_prompted"]) and row["align_prompted_n"] == 0
+    assert row["top_label_share"] == pytest.approx(max(first["pred"].value_counts()) / 20)
+
+
+def test_correlation_over_checkpoints_and_its_example_bootstrap():
+    corr = training_runs.correlations(per_example(), n_boot=200, seed=0).set_index("metric")
+    assert corr.at["align_ixg", "r"] > 0.8  # both rise with the step
+    assert corr.at["align_ixg", "lo"] <= corr.at["align_ixg", "r"] <= corr.at["align_ixg", "hi"]
+    assert corr.at["align_ixg", "checkpoints"] == 4 and corr.at["align_ixg", "n_examples"] == 20
+    assert "align_prompted" not in corr.index  # no values: no row
+    two = training_runs.correlations(per_example(steps=(0, 10)), n_boot=10)
+    assert two.empty  # r over two points is ±1 by construction: not reported
+
+
+def test_side_by_side_has_the_papers_rows_for_shared_datasets(tmp_path):
+    corr = training_runs.correlations(per_example(), n_boot=20)
+    side = training_runs.paper_side_by_side(corr, config.REFERENCE_DIR / "fayyaz2024_tables.csv")
+    ixg = side[side["metric"] == "align_ixg"]
+    assert set(ixg["model"]) == {
+        "Mistral-7B Instruct-v0.2",
+        "Llama-2-7b chat",
+        "Llama-3-8B Instruct",
+    }
+    assert ixg["paper_r"].tolist() == [0.85, 0.98, 0.88]  # Table 3, e-SNLI, Input×Grad
+    flips = side[side["metric"] == "flipped"]
+    assert flips["paper_r"].tolist() == [0.68, 0.53, 0.58]  # Table 5, e-SNLI
+    other = training_runs.paper_side_by_side(corr.assign(dataset="sst2"))
+    assert other.empty  # the paper has no SST-2
+
+
+def test_targets_flag_accuracy_zero_rate_and_label_share():
+    summary = pd.DataFrame(
+        [
+            {"run": "r", "step": 5, "dataset": "sst2", "correct": 0.9, "correct_lo": 0.85,
+             "correct_hi": 0.95, "zero_rate": 0.5, "top_label_share": 0.55},
+            {"run": "r", "step": 5, "dataset": "esnli", "correct": 0.5, "correct_lo": 0.3,
+             "correct_hi": 0.6, "zero_rate": 0.34, "top_label_share": 0.7},
+            {"run": "r", "step": 0, "dataset": "esnli", "correct": 0.9, "correct_lo": 0.9,
+             "correct_hi": 0.9, "zero_rate": 0.34, "top_label_share": 0.4},
+        ]
+    )  # fmt: skip
+    out = training_runs.targets_table(summary).set_index("dataset")
+    assert len(out) == 2  # the last checkpoint only
+    assert out.at["sst2", "meets_target"] and out.at["sst2", "label_share_ok"]
+    assert not out.at["esnli", "meets_target"] and not out.at["esnli", "label_share_ok"]
+    assert out.at["sst2", "ci_above_zero_rate"]
+    assert not out.at["esnli", "ci_above_zero_rate"]  # lower bound 0.3 < zero rate 0.34
+
+
+def test_splits_refuse_an_evaluation_example_in_training(monkeypatch):
+    ex = text_example("sst2-1", "a fine film".split(), label="positive", dataset="sst2")
+    monkeypatch.setattr(training_runs, "load_processed", lambda folder, name, split: [ex])
+    cfg = config.load_config("smoke", train_datasets="sst2")
+    with pytest.raises(ValueError, match="sst2-1"):
+        training_runs.splits(cfg)
+
+
+def test_missing_or_mismatched_adapters_get_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "ADAPTERS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="published adapters: none"):
+        models.adapter_manifest("nope")
+    (tmp_path / "other").mkdir()
+    manifest = {"base_model": "someone/else", "base_fingerprint": "0"}
+    (tmp_path / "other" / "manifest.json").write_text(json.dumps(manifest))
+    tiny = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="base_model"):
+        models.apply_adapter(tiny, "other", config.OFFLINE_MODEL)
+    manifest["base_model"] = config.OFFLINE_MODEL
+    (tmp_path / "other" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="base_fingerprint"):
+        models.apply_adapter(tiny, "other", config.OFFLINE_MODEL)
+
+
+def test_fingerprint_changes_with_any_weight():
+    tiny = torch.nn.Linear(3, 2)
+    before = models.model_fingerprint(tiny)
+    assert models.model_fingerprint(tiny) == before
+    with torch.no_grad():
+        tiny.weight[0, 0] += 1e-6
+    assert models.model_fingerprint(tiny) != before
+
+
+def test_regulariser_rationale_sources():
+    ex = text_example("e1", "a man plays a guitar".split(), label="neutral", dataset="esnli")
+    ex.rationale = {"text": [0, 1, 1, 0, 0]}
+    ex.explanations = ["The man is playing music on a guitar."]
+    cfg = config.load_config("smoke")
+    assert regularised_runs.rationales(cfg, [ex], "human") == [[1, 2]]
+    assert regularised_runs.rationales(cfg, [ex], "explanations") == [[1, 2, 4]]
+    with pytest.raises(ValueError, match="unknown rationale source"):
+        regularised_runs.rationales(cfg, [ex], "guess")
+    empty = text_example("e2", "nothing marked here".split(), label="neutral", dataset="esnli")
+    empty.rationale = {"text": [0, 0, 0]}
+    chosen, rats = regularised_runs.training_set(cfg, [empty, ex])
+    assert [c.id for c in chosen] == ["e1"] and rats == [[1, 2]]
+
+
+def test_lists_are_compared_with_the_lambda_zero_twin_of_the_same_seed():
+    table = pd.DataFrame(
+        {
+            "id": ["a", "a", "a", "a"],
+            "seed": [1, 1, 2, 2],
+            "lam": [0.0, 1.0, 0.0, 1.0],
+            "list_positions": [[0, 1], [1, 2], [3], [3]],
+        }
+    )
+    got = regularised_runs._jaccard_to_zero(table).tolist()
+    assert got == [1.0, pytest.approx(1 / 3), 1.0, 1.0]
+
+
+@pytest.mark.slow
+def test_fine_tune_publish_and_load_the_adapter(tmp_path, monkeypatch):
+    """A two-step run: finished runs are read back, checkpoints become evaluation points,
+    and the published adapter loads merged with the scores of the unmerged one."""
+    monkeypatch.setattr(config, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(config, "ADAPTERS_DIR", tmp_path / "adapters")
+    monkeypatch.setattr(training_runs, "ADAPTERS_DIR", tmp_path / "adapters")
+    cfg = config.load_config("smoke", train_batch_size=2, train_checkpoints=2)
+    examples = [
+        text_example(f"s{i}", text.split(), label=lab, dataset="sst2")
+        for i, (text, lab) in enumerate(
+            [("great fun", "positive"), ("dull and slow", "negative")] * 2
+        )
+    ]
+    curve = training_runs.fine_tune(cfg, "tiny", examples, progress=False)
+    assert len(curve) == 2
+    points = training_runs.evaluation_points(training_runs.run_folder(cfg, "tiny"))
+    assert [step for step, _ in points] == [0, 1, 2]
+    monkeypatch.setattr(training_runs.training, "train", lambda *a, **k: pytest.fail("retrained"))
+    again = training_runs.fine_tune(cfg, "tiny", examples, progress=False)
+    pd.testing.assert_frame_equal(again, curve)
+    summary = pd.DataFrame({"step": [2], "dataset": ["sst2"], "correct": [0.5]})
+    folder = training_runs.publish_adapter(cfg, "tiny", "smoke-tiny", summary)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["base_model"] == config.OFFLINE_MODEL and manifest["steps"] == 2
+    merged, tok = models.load_model(None, adapter="smoke-tiny", device="cpu")
+    unmerged, _ = training_runs.load_run_model(cfg, "tiny", for_gradients=False)
+    ids = tok("a fine film", return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, unmerged(ids).logits, rtol=1e-4, atol=1e-4)
+        base, _ = models.load_model(None, device="cpu")
+        assert not torch.allclose(base(ids).logits, merged(ids).logits)

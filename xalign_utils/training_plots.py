@@ -1,0 +1,77 @@
+"""Figures of notebook 05: loss curves and the metrics of every checkpoint (the theme and
+saving of :mod:`xalign_utils.plots`)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+#: Checkpoint metrics drawn, with their axis labels.
+PANELS = {
+    "correct": "accuracy",
+    "align_ixg": "Input×Grad Top-Var F1",
+    "align_prompted": "prompted Top-Var F1",
+    "flipped": "flip rate (Input×Grad)",
+}
+
+
+def loss_curves(curves: pd.DataFrame, window: int = 10) -> plt.Figure:
+    """Training loss per step (rolling mean over ``window`` steps), one line per run;
+    the regulariser's term in a second panel when any run has one."""
+    has_reg = bool((curves["reg"].abs() > 0).any())
+    fig, axes = plt.subplots(1, 1 + has_reg, figsize=(6.3, 2.6), squeeze=False)
+    for run, part in curves.groupby("run", sort=False):
+        steps = part["step"]
+        axes[0, 0].plot(steps, part["label_loss"].rolling(window, min_periods=1).mean(), label=run)
+        if has_reg:
+            axes[0, 1].plot(steps, part["reg"].rolling(window, min_periods=1).mean(), label=run)
+    axes[0, 0].set(xlabel="step", ylabel="label loss")
+    if has_reg:
+        axes[0, 1].set(xlabel="step", ylabel="regulariser")
+    axes[0, 0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def checkpoint_metrics(summary: pd.DataFrame) -> plt.Figure:
+    """Each metric of :data:`PANELS` against the training step, one line per dataset,
+    with its 95% CI as a band; the zero-rate baseline as a dotted line under accuracy."""
+    panels = [m for m in PANELS if summary[m].notna().any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6), squeeze=False)
+    for ax, metric in zip(axes[0], panels, strict=True):
+        for dataset, part in summary.groupby("dataset", sort=False):
+            part = part.sort_values("step")
+            (line,) = ax.plot(part["step"], part[metric], marker="o", ms=3, label=dataset)
+            band = part[f"{metric}_lo"], part[f"{metric}_hi"]
+            ax.fill_between(part["step"], *band, color=line.get_color(), alpha=0.15, lw=0)
+            if metric == "correct":
+                ax.plot(part["step"], part["zero_rate"], ls=":", color=line.get_color())
+        ax.set(xlabel="step", ylabel=PANELS[metric], ylim=(0, 1))
+    axes[0, 0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff(
+    summary: pd.DataFrame, y_metrics: tuple[str, ...] = ("comp_aopc", "rank_auc")
+) -> plt.Figure:
+    """Accuracy (x) against each metric of ``y_metrics`` (y) per λ, with 95% CIs both
+    ways, from a long :func:`~xalign_utils.stats.ci_table` by ``lam``."""
+    wide = summary.pivot_table(index="lam", columns="metric", values=["value", "ci_low", "ci_high"])
+    fig, axes = plt.subplots(1, len(y_metrics), figsize=(3.1 * len(y_metrics), 2.8), squeeze=False)
+    for ax, metric in zip(axes[0], y_metrics, strict=True):
+        for lam in wide.index:
+            x, y = wide.loc[lam, ("value", "correct")], wide.loc[lam, ("value", metric)]
+            xerr = [
+                [x - wide.loc[lam, ("ci_low", "correct")]],
+                [wide.loc[lam, ("ci_high", "correct")] - x],
+            ]
+            yerr = [
+                [y - wide.loc[lam, ("ci_low", metric)]],
+                [wide.loc[lam, ("ci_high", metric)] - y],
+            ]
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=4, capsize=2, label=f"λ={lam:g}")
+        ax.set(xlabel="accuracy", ylabel=metric)
+    axes[0, 0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
