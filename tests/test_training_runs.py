@@ -55,10 +55,25 @@ def test_correlation_over_checkpoints_and_its_example_bootstrap():
     corr = training_runs.correlations(per_example(), n_boot=200, seed=0).set_index("metric")
     assert corr.at["align_ixg", "r"] > 0.8  # both rise with the step
     assert corr.at["align_ixg", "lo"] <= corr.at["align_ixg", "r"] <= corr.at["align_ixg", "hi"]
-    assert corr.at["align_ixg", "checkpoints"] == 4 and corr.at["align_ixg", "n_examples"] == 20
+    # step 0 (the untrained model) is left out, as the paper correlates epochs 1-10
+    assert corr.at["align_ixg", "checkpoints"] == 3 and corr.at["align_ixg", "n_examples"] == 20
     assert "align_prompted" not in corr.index  # no values: no row
-    two = training_runs.correlations(per_example(steps=(0, 10)), n_boot=10)
+    two = training_runs.correlations(per_example(steps=(0, 10, 20)), n_boot=10)
     assert two.empty  # r over two points is ±1 by construction: not reported
+
+
+def test_accuracy_in_a_correlation_counts_every_example():
+    """Alignment is undefined for examples without a rationale; accuracy is still taken
+    over all of them (on HateXplain the unannotated posts are a whole label)."""
+    table = per_example()
+    table.loc[table["id"].isin(["e0", "e1", "e2"]), "align_ixg"] = np.nan
+    table.loc[table["id"].isin(["e0", "e1", "e2"]), "correct"] = table["step"] / 30
+    corr = training_runs.correlations(table, n_boot=50).set_index("metric")
+    steps = table[table["step"] > 0]
+    acc = steps.groupby("step")["correct"].mean()
+    ixg = steps.groupby("step")["align_ixg"].mean()
+    assert corr.at["align_ixg", "r"] == pytest.approx(np.corrcoef(acc, ixg)[0, 1])
+    assert corr.at["align_ixg", "n_defined"] == 17
 
 
 def test_side_by_side_has_the_papers_rows_for_shared_datasets(tmp_path):
@@ -147,14 +162,60 @@ def test_regulariser_rationale_sources():
 def test_lists_are_compared_with_the_lambda_zero_twin_of_the_same_seed():
     table = pd.DataFrame(
         {
-            "id": ["a", "a", "a", "a"],
-            "seed": [1, 1, 2, 2],
-            "lam": [0.0, 1.0, 0.0, 1.0],
-            "list_positions": [[0, 1], [1, 2], [3], [3]],
+            "id": ["a", "a", "a", "a", "b", "b"],
+            "seed": [1, 1, 2, 2, 1, 1],
+            "lam": [0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
+            "pred": ["x", "x", "x", "x", "x", "y"],
+            "list_positions": [[0, 1], [1, 2], [3], [3], [0], [0]],
         }
     )
     got = regularised_runs._jaccard_to_zero(table).tolist()
-    assert got == [1.0, pytest.approx(1 / 3), 1.0, 1.0]
+    assert got[:4] == [1.0, pytest.approx(1 / 3), 1.0, 1.0]
+    assert got[4] == 1.0 and np.isnan(got[5])  # another predicted label: not compared
+
+
+def test_regularised_training_set_takes_turns_across_datasets():
+    cfg = config.load_config("smoke", n_reg_train=3)
+    nli = [
+        text_example(f"n{i}", "a b".split(), dataset="esnli", rationale=[1, 0]) for i in range(5)
+    ]
+    hate = [
+        text_example(f"h{i}", "c d".split(), dataset="hatexplain", rationale=[0, 1])
+        for i in range(2)
+    ]
+    chosen, rats = regularised_runs.training_set(cfg, nli + hate)
+    assert [ex.id for ex in chosen] == ["n0", "h0", "n1"]
+    assert rats == [[0], [1], [0]]
+
+
+def regularised_table(effect: float, n: int = 30, seeds=(1, 2)) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in seeds:
+        for lam in (0.0, 1.0):
+            for i in range(n):
+                base = rng.normal(0.5, 0.1)
+                rows.append(
+                    {"id": f"e{i}", "dataset": "esnli", "seed": seed, "lam": lam, "pred": "x",
+                     "correct": 1.0, "topvar_f1": base, "comp_aopc": base + effect * lam,
+                     "rank_auc": base, "comp_human": base, "comp_list": base,
+                     "list_jaccard": 1.0, "list_status": "ok" if i else "parse_failure"}
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_each_question_is_tested_on_its_primary_metric():
+    tests = regularised_runs.tests_against_zero(regularised_table(0.2), seed=0)
+    primary = tests[tests["role"] == "primary"].set_index("question")
+    assert set(primary.index) == {"plausibility", "faithfulness", "consistency"}
+    assert primary.at["faithfulness", "metric"] == "comp_aopc"
+    assert primary.at["faithfulness", "reject"] and primary.at["faithfulness", "can_reject"]
+    assert primary.at["faithfulness", "mean_diff"] == pytest.approx(0.2, abs=0.05)
+    assert not tests[tests["question"] == "exploratory"]["reject"].any()
+    failures = regularised_runs.list_failures(regularised_table(0.2))
+    assert failures["list_failures"].tolist() == [2, 2]  # one per seed and λ, counted
+    floor = regularised_runs.seed_effects(regularised_table(0.2), seed=0)
+    assert set(floor["comparison"]) == {"λ vs λ=0, one seed", "λ=0: other seeds vs seed 1"}
 
 
 @pytest.mark.slow
@@ -164,7 +225,7 @@ def test_fine_tune_publish_and_load_the_adapter(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "RUNS_DIR", tmp_path / "runs")
     monkeypatch.setattr(config, "ADAPTERS_DIR", tmp_path / "adapters")
     monkeypatch.setattr(training_runs, "ADAPTERS_DIR", tmp_path / "adapters")
-    cfg = config.load_config("smoke", train_batch_size=2, train_checkpoints=2)
+    cfg = config.load_config("smoke", train_batch_size=2, train_checkpoints=2, train_warmup_steps=0)
     examples = [
         text_example(f"s{i}", text.split(), label=lab, dataset="sst2")
         for i, (text, lab) in enumerate(
@@ -178,10 +239,18 @@ def test_fine_tune_publish_and_load_the_adapter(tmp_path, monkeypatch):
     monkeypatch.setattr(training_runs.training, "train", lambda *a, **k: pytest.fail("retrained"))
     again = training_runs.fine_tune(cfg, "tiny", examples, progress=False)
     pd.testing.assert_frame_equal(again, curve)
+    monkeypatch.undo()  # real training again, same folders
+    monkeypatch.setattr(config, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(config, "ADAPTERS_DIR", tmp_path / "adapters")
+    monkeypatch.setattr(training_runs, "ADAPTERS_DIR", tmp_path / "adapters")
+    other = training_runs.fine_tune(cfg, "tiny", examples[:2], progress=False)
+    assert len(other) == 1  # other examples: a new run, the old one kept aside
+    old = training_runs.run_folder(cfg, "tiny").with_name("tiny.old-1")
+    assert json.loads((old / "manifest.json").read_text())["steps"] == 2
     summary = pd.DataFrame({"step": [2], "dataset": ["sst2"], "correct": [0.5]})
     folder = training_runs.publish_adapter(cfg, "tiny", "smoke-tiny", summary)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["base_model"] == config.OFFLINE_MODEL and manifest["steps"] == 2
+    assert manifest["base_model"] == config.OFFLINE_MODEL and manifest["steps"] == 1
     merged, tok = models.load_model(None, adapter="smoke-tiny", device="cpu")
     unmerged, _ = training_runs.load_run_model(cfg, "tiny", for_gradients=False)
     ids = tok("a fine film", return_tensors="pt").input_ids

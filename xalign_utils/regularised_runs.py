@@ -2,24 +2,29 @@
 (DESIGN.md §9).
 
 Every run continues from the plain fine-tuned adapter (a competent model) on training
-examples that have a rationale, for the same steps, data order and seed whatever λ, so a
-λ > 0 run differs from its λ = 0 twin by the regulariser only. Runs are scored with
-*another* attribution method than the one the regulariser shapes (occlusion; the
-regularisers act on input gradients), so no metric is the training target:
+examples that have a rationale, taken in turn from each dataset, for the same steps, data
+order and seed whatever λ, so a λ > 0 run differs from its λ = 0 twin by the regulariser
+only. Runs are scored with *another* attribution method than the one the regulariser
+shapes (occlusion; the regularisers act on input gradients), so no metric is the
+training target. One primary metric per question (DESIGN.md §8):
 
-* accuracy;
 * plausibility: occlusion Top-Var F1 with the human rationale;
-* faithfulness (the primary metric): comprehensiveness AOPC of occlusion's ranking;
-* consistency: rank AUC of the model's own Top-Var word list (asked about its predicted
-  label) against occlusion, and whether the list changed from the λ = 0 twin's (Jaccard).
+* faithfulness: comprehensiveness AOPC of occlusion's ranking;
+* consistency: rank AUC of the model's own Top-Var word list (about its predicted label)
+  against occlusion;
 
-The primary test is the paired Wilcoxon test of comprehensiveness AOPC per λ > 0 against
-λ = 0 over evaluation examples (seeds averaged per example), Holm over the λ values.
+each a paired Wilcoxon test of every λ > 0 against λ = 0 over evaluation examples (seeds
+averaged per example), per dataset, Holm over λ × dataset within the question. Effect
+sizes only: accuracy, the comprehensiveness of erasing the human rationale and the
+model's own list, and how much the list changed from the λ = 0 twin's (Jaccard, where the
+two predict the same label). :func:`seed_effects` puts the effects beside the noise
+floor of training seeds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,21 +33,32 @@ from .attribution import attribute
 from .config import RunConfig
 from .consistency import rank_auc
 from .explanations import cited_positions, elicit, parse_outputs, rationale_k
-from .faithfulness import erasure_table
+from .faithfulness import erasure_table, explanation_comprehensiveness
 from .plausibility import topvar_f1
 from .schema import Example
 from .scoring import predict
 from .stats import paired_tests
-from .store import cached, read_table
-from .training_runs import STAGE, fine_tune, load_run_model, run_folder
+from .store import cached
+from .training_runs import (
+    STAGE,
+    adapter_name,
+    fine_tune,
+    load_run_model,
+    publish_adapter,
+    run_folder,
+)
 
 #: Rationale sources of the regularised runs.
 SOURCES = ("human", "explanations", "own")
-#: The evaluation method (not the trained gradient) and the primary metric.
+#: The evaluation method (not the trained gradient).
 EVAL_METHOD = "occlusion"
-PRIMARY = "comp_aopc"
-#: Per-example metrics of :func:`run_table`.
-METRICS = ("correct", "topvar_f1", "comp_aopc", "rank_auc", "list_jaccard")
+#: One primary metric per question (DESIGN.md §8), each tested against λ = 0.
+PRIMARY = {"plausibility": "topvar_f1", "faithfulness": "comp_aopc", "consistency": "rank_auc"}
+#: Effect sizes only: accuracy, the comprehensiveness of erasing the human rationale and
+#: the model's own list, and the list's overlap with the λ = 0 twin's.
+EXPLORATORY = ("correct", "comp_human", "comp_list", "list_jaccard")
+#: Per-example metrics of :func:`evaluate_all`.
+METRICS = (*PRIMARY.values(), *EXPLORATORY)
 
 
 def run_name(cfg: RunConfig, lam: float, seed: int) -> str:
@@ -50,17 +66,42 @@ def run_name(cfg: RunConfig, lam: float, seed: int) -> str:
     return f"{cfg.regulariser}-{cfg.reg_source}-l{lam:g}-s{seed}"
 
 
+def own_lists(cfg: RunConfig, examples: Sequence[Example], plain: str) -> dict[str, list[int]]:
+    """The plain fine-tuned model's own Unbound word lists about the gold label for
+    ``examples`` (flat positions, in the order named; empty when unparseable), generated
+    once and stored as ``own_lists_<plain>``."""
+
+    def compute() -> pd.DataFrame:
+        model, tok = load_run_model(cfg, plain, for_gradients=False)
+        raw = elicit(
+            model,
+            tok,
+            examples,
+            "rationale_unbound",
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.gen_batch_size,
+        )
+        return parse_outputs(raw, {ex.id: ex for ex in examples})[["id", "positions", "status"]]
+
+    table = cached(cfg, STAGE, f"own_lists_{plain}", compute, training=True)
+    return {r.id: [int(p) for p in r.positions] for r in table.itertuples()}
+
+
 def rationales(
-    cfg: RunConfig, examples: Sequence[Example], source: str | None = None
+    cfg: RunConfig,
+    examples: Sequence[Example],
+    source: str | None = None,
+    plain: str | None = None,
 ) -> list[list[int]]:
     """Per example, the flat word positions the regulariser treats as the rationale.
 
     ``human``: the human highlights; ``explanations``: the words the human free-text
-    explanations cite (e-SNLI); ``own``: the model's own gold-label Unbound word list
-    from notebook 02 (self-consistency), empty where 02 has none.
+    explanations cite (e-SNLI); ``own``: the plain fine-tuned model's (run ``plain``) own
+    gold-label Unbound word list (self-consistency: attributions trained toward what the
+    model says), see :func:`own_lists`.
 
     Raises:
-        ValueError: an unknown source.
+        ValueError: an unknown source, or ``own`` without ``plain``.
     """
     source = source or cfg.reg_source
     if source == "human":
@@ -73,24 +114,30 @@ def rationales(
             for ex in examples
         ]
     if source == "own":
-        stored = read_table(cfg, "02_baselines", "rationales")
-        own = stored[(stored["role"] == "rationale_unbound") & (stored["label_source"] == "gold")]
-        by_id = dict(zip(own["id"], own["positions"], strict=True))
-        return [sorted(int(p) for p in by_id.get(ex.id, [])) for ex in examples]
+        if plain is None:
+            raise ValueError("the 'own' rationale source needs the plain run's name (plain=)")
+        lists = own_lists(cfg, examples, plain)
+        return [lists.get(ex.id, []) for ex in examples]
     raise ValueError(f"unknown rationale source {source!r}; valid: {list(SOURCES)}")
 
 
-def training_set(cfg: RunConfig, train: Sequence[Example]) -> tuple[list[Example], list[list[int]]]:
-    """The first ``n_reg_train`` training examples with a non-empty rationale of
-    ``cfg.reg_source``, and those rationales."""
-    chosen, rats = [], []
-    for ex, rat in zip(train, rationales(cfg, train), strict=True):
-        if rat and len(chosen) < cfg.n_reg_train:
-            chosen.append(ex)
-            rats.append(rat)
-    if not chosen:
+def training_set(
+    cfg: RunConfig, train: Sequence[Example], plain: str | None = None
+) -> tuple[list[Example], list[list[int]]]:
+    """Up to ``n_reg_train`` training examples with a non-empty rationale of
+    ``cfg.reg_source``, taken in turn from each dataset that has such examples (so one
+    dataset does not fill the set), and those rationales."""
+    pools: dict[str, list[tuple[Example, list[int]]]] = {}
+    for ex, rat in zip(train, rationales(cfg, train, plain=plain), strict=True):
+        if rat:
+            pools.setdefault(ex.dataset, []).append((ex, rat))
+    if not pools:
         raise ValueError(f"no training example has a {cfg.reg_source!r} rationale")
-    return chosen, rats
+    chosen: list[tuple[Example, list[int]]] = []
+    for i in range(max(len(v) for v in pools.values())):
+        chosen += [pool[i] for pool in pools.values() if i < len(pool)]
+    chosen = chosen[: cfg.n_reg_train]
+    return [ex for ex, _ in chosen], [rat for _, rat in chosen]
 
 
 def run_all(
@@ -98,7 +145,7 @@ def run_all(
 ) -> pd.DataFrame:
     """Train every λ × seed run from the plain adapter (resumable; finished runs are read
     back) and return their loss curves (column ``run``)."""
-    examples, rats = training_set(cfg, train)
+    examples, rats = training_set(cfg, train, plain)
     steps = cfg.reg_steps * cfg.train_batch_size
     curves = []
     for seed in cfg.reg_seeds:
@@ -169,7 +216,26 @@ def run_table(model, tokenizer, examples: Sequence[Example], cfg: RunConfig) -> 
         )
     out = preds[["id", "dataset", "label", "pred"]].merge(pd.DataFrame(rows), on="id")
     out["correct"] = (out["label"] == out["pred"]).astype(float)
-    return out.merge(faith[["id", PRIMARY]], on="id", how="left")
+    erased = {}  # the comprehensiveness of erasing the human rationale and the model's list
+    for dataset in dict.fromkeys(ex.dataset for ex in examples):
+        exs = [ex for ex in examples if ex.dataset == dataset]
+        for column, positions in (
+            ("comp_human", [ex.rationale_positions() for ex in exs]),
+            ("comp_list", [[int(p) for p in lists.at[ex.id, "positions"]] for ex in exs]),
+        ):
+            values = explanation_comprehensiveness(
+                model,
+                tokenizer,
+                exs,
+                positions,
+                strategy=cfg.strategy,
+                mask_text=cfg.mask_text,
+                batch_size=cfg.batch_size,
+            )
+            erased.update({(column, ex.id): v for ex, v in zip(exs, values, strict=True)})
+    for column in ("comp_human", "comp_list"):
+        out[column] = [erased[(column, i)] for i in out["id"]]
+    return out.merge(faith[["id", "comp_aopc"]], on="id", how="left")
 
 
 def evaluate_all(cfg: RunConfig, evaluation: Mapping[str, Sequence[Example]]) -> pd.DataFrame:
@@ -196,26 +262,91 @@ def evaluate_all(cfg: RunConfig, evaluation: Mapping[str, Sequence[Example]]) ->
 
 
 def _jaccard_to_zero(table: pd.DataFrame) -> pd.Series:
-    zero = table[table["lam"] == 0].set_index(["seed", "id"])["list_positions"]
+    """Overlap of each run's word list with its λ = 0 twin's (same seed, same example);
+    NaN where the two predict different labels (the lists then answer different
+    questions) or both lists are empty."""
+    zero = table[table["lam"] == 0].set_index(["seed", "id"])
     out = []
     for rec in table.itertuples():
-        a, b = set(rec.list_positions), set(zero.get((rec.seed, rec.id), []))
+        twin = zero.loc[(rec.seed, rec.id)] if (rec.seed, rec.id) in zero.index else None
+        if twin is None or twin["pred"] != rec.pred:
+            out.append(np.nan)
+            continue
+        a, b = set(rec.list_positions), set(twin["list_positions"])
         out.append(len(a & b) / len(a | b) if a | b else np.nan)
     return pd.Series(out, index=table.index)
 
 
 def tests_against_zero(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Paired tests of every λ > 0 against λ = 0 (per example, seeds averaged), per
-    metric; :data:`PRIMARY` confirmatory with Holm over λ, the rest exploratory."""
-    metrics = [m for m in METRICS if m != "list_jaccard"]
-    return paired_tests(
-        table.assign(condition=table["lam"].map(lambda v: f"λ={v:g}"), pooled="all datasets"),
-        by=["pooled"],
-        metric=metrics,
+    """Paired tests of every λ > 0 against λ = 0 on the same examples (seeds averaged per
+    example), per dataset. One primary metric per question (:data:`PRIMARY`), Holm over
+    λ × dataset within its question; the other metrics are exploratory effect sizes."""
+    data = table.assign(condition=table["lam"].map(lambda v: f"λ={v:g}"))
+    options = {"condition": "condition", "reference": "λ=0", "unit": ["id", "seed"]}
+    options |= {"cluster": "id", "seed": seed}
+    parts = [
+        paired_tests(data, ["dataset"], metric, primary=metric, **options).assign(question=q)
+        for q, metric in PRIMARY.items()
+    ]
+    explore = [m for m in EXPLORATORY if m in data]
+    parts.append(
+        paired_tests(data, ["dataset"], explore, primary=False, **options).assign(
+            question="exploratory"
+        )
+    )
+    return pd.concat(parts, ignore_index=True)
+
+
+def seed_effects(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """How much of a difference training noise alone makes: each λ > 0 against λ = 0 per
+    seed, and the λ = 0 runs of the other seeds against the first seed's (the noise
+    floor), per dataset and primary metric; exploratory effect sizes."""
+    metrics = list(PRIMARY.values())
+    per_seed = table.assign(condition=table["lam"].map(lambda v: f"λ={v:g}"))
+    by_seed = paired_tests(
+        per_seed,
+        ["dataset", "seed"],
+        metrics,
         condition="condition",
         reference="λ=0",
-        unit=["id", "seed"],
-        cluster="id",
-        primary=PRIMARY,
+        primary=False,
         seed=seed,
+    ).assign(comparison="λ vs λ=0, one seed")
+    zero = table[table["lam"] == 0]
+    first = f"seed {min(zero['seed'])}"
+    floor = paired_tests(
+        zero.assign(condition=zero["seed"].map(lambda v: f"seed {v}")),
+        ["dataset"],
+        metrics,
+        condition="condition",
+        reference=first,
+        primary=False,
+        seed=seed,
+    ).assign(comparison=f"λ=0: other seeds vs {first}")
+    return pd.concat([by_seed, floor], ignore_index=True)
+
+
+def list_failures(table: pd.DataFrame) -> pd.DataFrame:
+    """Per λ × dataset: word lists that did not parse as a list (counted, not dropped:
+    their consistency is undefined) and the share of predictions that changed from the
+    λ = 0 twin."""
+    zero = table[table["lam"] == 0].set_index(["seed", "id"])["pred"]
+    changed = [
+        zero.get((r.seed, r.id)) != r.pred for r in table[["seed", "id", "pred"]].itertuples()
+    ]
+    return (
+        table.assign(failed=table["list_status"] != "ok", changed=changed)
+        .groupby(["lam", "dataset"], sort=False)
+        .agg(n=("id", "size"), list_failures=("failed", "sum"), pred_changed=("changed", "mean"))
+        .reset_index()
     )
+
+
+def publish_all(cfg: RunConfig, table: pd.DataFrame) -> list[Path]:
+    """Publish every regularised run's adapter (``<profile>-<run name>``) with its
+    accuracy per dataset in the manifest."""
+    out = []
+    for run, part in table.groupby("run", sort=False):
+        acc = part.groupby("dataset", sort=False)["correct"].mean().reset_index()
+        out.append(publish_adapter(cfg, run, adapter_name(cfg, run), acc.assign(step=0)))
+    return out

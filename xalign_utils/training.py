@@ -59,6 +59,8 @@ class TrainConfig:
         renormalise: label loss as cross-entropy over the label set (see :func:`label_loss`).
         checkpoint_every, checkpoint_steps: ``epoch`` (at every epoch's end) or ``none``;
             also every this many optimiser steps.
+        start_sha256: sha256 of the adapter weights a continued run starts from (``None``:
+            fresh LoRA weights); part of what a resumed or finished run must match.
     """
 
     lora_r: int = 8
@@ -78,6 +80,7 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     checkpoint_every: str = "epoch"
     checkpoint_steps: int | None = None
+    start_sha256: str | None = None
 
 
 #: Fayyaz et al. (2024), Table A.2: LoRA r=32, α=16, dropout 0.05, batch 64, 10 epochs,

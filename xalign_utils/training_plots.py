@@ -55,23 +55,26 @@ def checkpoint_metrics(summary: pd.DataFrame) -> plt.Figure:
 def tradeoff(
     summary: pd.DataFrame, y_metrics: tuple[str, ...] = ("comp_aopc", "rank_auc")
 ) -> plt.Figure:
-    """Accuracy (x) against each metric of ``y_metrics`` (y) per λ, with 95% CIs both
-    ways, from a long :func:`~xalign_utils.stats.ci_table` by ``lam``."""
-    wide = summary.pivot_table(index="lam", columns="metric", values=["value", "ci_low", "ci_high"])
+    """Accuracy (x) against each metric of ``y_metrics`` (y) per dataset × λ (colour: λ,
+    marker: dataset), with 95% CIs both ways, from a long
+    :func:`~xalign_utils.stats.ci_table` by ``dataset`` and ``lam``."""
+    wide = summary.pivot_table(
+        index=["dataset", "lam"], columns="metric", values=["value", "ci_low", "ci_high"]
+    )
+    lams = sorted(wide.index.get_level_values("lam").unique())
+    colours = dict(zip(lams, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    markers = dict(zip(wide.index.get_level_values("dataset").unique(), "osD^v", strict=False))
     fig, axes = plt.subplots(1, len(y_metrics), figsize=(3.1 * len(y_metrics), 2.8), squeeze=False)
     for ax, metric in zip(axes[0], y_metrics, strict=True):
-        for lam in wide.index:
-            x, y = wide.loc[lam, ("value", "correct")], wide.loc[lam, ("value", metric)]
-            xerr = [
-                [x - wide.loc[lam, ("ci_low", "correct")]],
-                [wide.loc[lam, ("ci_high", "correct")] - x],
-            ]
-            yerr = [
-                [y - wide.loc[lam, ("ci_low", metric)]],
-                [wide.loc[lam, ("ci_high", metric)] - y],
-            ]
-            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=4, capsize=2, label=f"λ={lam:g}")
+        for (dataset, lam), row in wide.iterrows():
+            x, y = row[("value", "correct")], row[("value", metric)]
+            xerr = [[x - row[("ci_low", "correct")]], [row[("ci_high", "correct")] - x]]
+            yerr = [[y - row[("ci_low", metric)]], [row[("ci_high", metric)] - y]]
+            ax.errorbar(
+                x, y, xerr=xerr, yerr=yerr, fmt=markers[dataset], ms=4, capsize=2,
+                color=colours[lam], label=f"{dataset}, λ={lam:g}",
+            )  # fmt: skip
         ax.set(xlabel="accuracy", ylabel=metric)
-    axes[0, 0].legend(fontsize="small")
+    axes[0, 0].legend(fontsize="x-small")
     fig.tight_layout()
     return fig

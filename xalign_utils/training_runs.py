@@ -15,6 +15,7 @@ and the flip rate when the input×gradient Top-Var words are masked (Table 5).
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Mapping, Sequence
@@ -30,10 +31,10 @@ from scipy.stats import pearsonr
 from . import training
 from .attribution import attribute
 from .config import ADAPTERS_DIR, REFERENCE_DIR, RunConfig
-from .data import LABELS, assert_no_leakage, load_processed
+from .data import LABELS, assert_no_leakage, load_processed, save_examples
 from .explanations import elicit, parse_outputs, rationale_k
 from .faithfulness import flip_table
-from .models import load_model, model_fingerprint
+from .models import load_model, model_fingerprint, resolve_model_path, sha256_file
 from .plausibility import topvar_f1
 from .schema import Example
 from .scoring import predict
@@ -47,6 +48,10 @@ TARGETS = {"sst2": 0.85, "esnli": 0.55, "hatexplain": 0.55}
 MAX_LABEL_SHARE = 0.60
 #: Per-example columns of :func:`checkpoint_table` that :func:`checkpoint_summary` averages.
 METRICS = ("correct", "align_ixg", "align_prompted", "flipped")
+#: Columns of :func:`correlations` (also when no correlation can be computed).
+CORRELATION_COLUMNS = (
+    "run", "dataset", "metric", "r", "p", "lo", "hi", "checkpoints", "n_examples", "n_defined",
+)  # fmt: skip
 #: Fayyaz et al.'s selection/method names for the side-by-side.
 PAPER_METHODS = {"align_ixg": "Input×Grad", "align_prompted": "Prompting"}
 
@@ -54,16 +59,21 @@ PAPER_METHODS = {"align_ixg": "Input×Grad", "align_prompted": "Prompting"}
 def splits(cfg: RunConfig) -> tuple[list[Example], dict[str, list[Example]]]:
     """Training examples (the first ``n_train`` of each training split of
     ``cfg.train_datasets``) and evaluation examples per dataset (the first
-    ``n_train_eval`` of 02-04's evaluation split), checked for leakage.
+    ``n_train_eval`` of 02-04's evaluation split), checked for leakage against every
+    evaluation example of every dataset 02-04 evaluate.
 
     Raises:
         ValueError: an evaluation example (id or identical text) is in training.
     """
-    train, evaluation = [], {}
+    train, evaluation, every_eval = [], {}, []
     for name in cfg.train_datasets:
         train += load_processed(cfg.processed_dir, name, "train")[: cfg.n_train]
-        evaluation[name] = load_processed(cfg.processed_dir, name, "eval")[: cfg.n_train_eval]
-    assert_no_leakage(train, [ex for exs in evaluation.values() for ex in exs])
+    for name in dict.fromkeys([*cfg.train_datasets, *cfg.datasets]):
+        full = load_processed(cfg.processed_dir, name, "eval")
+        every_eval += full  # 02-04 run the published adapter on all of them
+        if name in cfg.train_datasets:
+            evaluation[name] = full[: cfg.n_train_eval]
+    assert_no_leakage(train, every_eval)
     return train, evaluation
 
 
@@ -94,9 +104,13 @@ def fine_tune(
     **overrides,
 ) -> pd.DataFrame:
     """Train run ``name`` (resuming from its last checkpoint), or read its loss curve
-    when it finished with the same configuration and examples.
+    when it finished with the same configuration and examples. A folder started with
+    anything else (learning rate, examples, checkpoints, start adapter) is renamed
+    ``<name>.old-<n>`` and the run starts afresh.
 
-    Checkpoints are written ``cfg.train_checkpoints`` times, evenly over the steps.
+    Checkpoints are written ``cfg.train_checkpoints`` times, evenly over the steps. With
+    ``cfg.num_processes > 1`` a fresh plain run trains data-parallel under ``accelerate
+    launch`` (:func:`~xalign_utils.training.launch_training`: the steps of one process).
 
     Args:
         start_from: an adapter folder to continue training (the regularised runs start
@@ -105,25 +119,44 @@ def fine_tune(
             ``lam``, ``seed``...).
     """
     out = run_folder(cfg, name)
-    tc = training.train_config(cfg, checkpoint_every="none", **overrides)
+    start = None if start_from is None else sha256_file(start_from / "adapter_model.safetensors")
+    tc = training.train_config(cfg, checkpoint_every="none", start_sha256=start, **overrides)
     examples = list(examples)[: tc.max_examples]
     total = -(-len(examples) // tc.batch_size) * tc.epochs
-    tc = training.TrainConfig(
-        **(asdict(tc) | {"checkpoint_steps": max(1, total // max(cfg.train_checkpoints, 1))})
-    )
-    manifest = out / "manifest.json"
-    if manifest.is_file() and _finished_with(manifest, tc, examples):
-        return pd.read_parquet(out / "loss_curve.parquet")
+    every = -(-total // max(cfg.train_checkpoints, 1))  # the last point is the final step
+    tc = training.TrainConfig(**(asdict(tc) | {"checkpoint_steps": every}))
+    wanted = {"config": json.loads(json.dumps(asdict(tc))), "examples_sha256": None}
+    wanted["examples_sha256"] = training.examples_digest(examples)
+    if _written_with(out) == wanted:
+        if (out / "manifest.json").is_file():
+            return pd.read_parquet(out / "loss_curve.parquet")
+    else:
+        if out.exists():  # started with another configuration: kept aside, not overwritten
+            out.rename(_aside(out))
+        out.mkdir(parents=True)
+        (out / "run.json").write_text(json.dumps(wanted, indent=1))
+    if cfg.num_processes > 1 and start_from is None and rationales is None:  # data-parallel
+        folder = save_examples(examples, out / "examples.jsonl")
+        model_dir = resolve_model_path(cfg.model)
+        return training.launch_training(model_dir, folder, out, tc, num_processes=cfg.num_processes)
     model, tokenizer = load_model(cfg.model, for_gradients=True)
     if start_from is not None:
         model = PeftModel.from_pretrained(model, start_from, is_trainable=True)
     return training.train(model, tokenizer, examples, rationales, tc, out, progress=progress)
 
 
-def _finished_with(manifest: Path, tc: training.TrainConfig, examples) -> bool:
-    done = json.loads(manifest.read_text())
-    same = done.get("config") == json.loads(json.dumps(asdict(tc)))
-    return same and done.get("examples_sha256") == training.examples_digest(examples)
+def _written_with(out: Path) -> dict | None:
+    """What a run folder was started with (``run.json``: the training config and the
+    examples' digest), ``None`` when it has no record."""
+    path = out / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _aside(out: Path) -> Path:
+    n = 1
+    while (old := out.with_name(f"{out.name}.old-{n}")).exists():
+        n += 1
+    return old
 
 
 def load_run_model(cfg: RunConfig, name: str, for_gradients: bool = True):
@@ -272,53 +305,60 @@ def targets_table(summary: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _point_means(per_example: pd.DataFrame, metric: str, ids: np.ndarray) -> np.ndarray:
-    """Mean of ``metric`` and of ``correct`` per step over the examples ``ids`` (with
-    repeats, for a bootstrap draw): ``[2, n_steps]``."""
-    wide = per_example.pivot_table(index="id", columns="step", values=[metric, "correct"])
-    sub = wide.loc[ids]
-    return np.vstack([sub[metric].mean().to_numpy(), sub["correct"].mean().to_numpy()])
+def _row_corr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of each row of ``x`` with the same row of ``y`` (NaN for a constant row)."""
+    xc, yc = x - x.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
+    den = np.sqrt((xc**2).sum(-1) * (yc**2).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (xc * yc).sum(-1) / den, np.nan)
 
 
 def correlations(per_example: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Pearson r over checkpoints between each metric's mean and accuracy, per run ×
-    dataset (Fayyaz et al. Tables 3 and 5), with the p-value over checkpoints they report
-    and a bootstrap CI that resamples examples (the same examples are scored at every
-    checkpoint, so a draw keeps them paired across checkpoints)."""
+    """Pearson r over the trained checkpoints (step 0, the untrained model, left out as in
+    the paper's epochs 1-10) between each metric's mean and accuracy, per run × dataset
+    (Fayyaz et al. Tables 3 and 5).
+
+    Accuracy is over every evaluation example of the dataset, the metric over those where
+    it is defined (an example without a human rationale has no alignment F1), the same
+    examples at every checkpoint. ``p`` is Pearson's over checkpoints, as the paper
+    reports it: descriptive, since checkpoints of one run are not independent. The CI
+    resamples examples (kept paired across checkpoints), so it reflects which examples
+    were evaluated, not training noise.
+    """
     rng = np.random.default_rng(seed)
     rows = []
-    for (run, dataset), part in per_example.groupby(["run", "dataset"], sort=False):
+    trained = per_example[per_example["step"] > 0]
+    for (run, dataset), part in trained.groupby(["run", "dataset"], sort=False):
+        correct = part.pivot(index="id", columns="step", values="correct")
+        ids = correct.index
+        draws = rng.integers(0, len(ids), size=(n_boot, len(ids)))
+        acc_boot = correct.to_numpy(float)[draws].mean(1)
         for metric in ("align_ixg", "align_prompted", "flipped"):
-            usable = part.dropna(subset=[metric])
-            ids = usable["id"].unique()
-            steps = usable["step"].nunique()
-            if len(ids) < 2 or steps < 3:
+            values = part.pivot(index="id", columns="step", values=metric).reindex(ids)
+            defined = int(values.notna().all(axis=1).sum())
+            if defined < 2 or values.shape[1] < 3:
                 continue
-            means = _point_means(usable, metric, ids)
-            if np.ptp(means[0]) == 0 or np.ptp(means[1]) == 0:
-                r, p = np.nan, np.nan
-            else:
-                r, p = pearsonr(means[0], means[1])
-            draws = []
-            for _ in range(n_boot):
-                m = _point_means(usable, metric, rng.choice(ids, len(ids)))
-                if np.ptp(m[0]) > 0 and np.ptp(m[1]) > 0:
-                    draws.append(np.corrcoef(m[0], m[1])[0, 1])
-            lo, hi = np.percentile(draws, [2.5, 97.5]) if draws else (np.nan, np.nan)
+            r = _row_corr(values.mean().to_numpy(float), correct.mean().to_numpy(float))
+            with np.errstate(invalid="ignore"):
+                p = np.nan if np.isnan(r) else pearsonr(values.mean(), correct.mean())[1]
+                boot = _row_corr(np.nanmean(values.to_numpy(float)[draws], axis=1), acc_boot)
+            boot = boot[~np.isnan(boot)]
+            lo, hi = np.percentile(boot, [2.5, 97.5]) if len(boot) else (np.nan, np.nan)
             rows.append(
                 {
                     "run": run,
                     "dataset": dataset,
                     "metric": metric,
-                    "r": r,
+                    "r": float(r),
                     "p": p,
                     "lo": lo,
                     "hi": hi,
-                    "checkpoints": steps,
+                    "checkpoints": values.shape[1],
                     "n_examples": len(ids),
+                    "n_defined": defined,
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(CORRELATION_COLUMNS))
 
 
 def paper_side_by_side(corr: pd.DataFrame, reference: Path | None = None) -> pd.DataFrame:
@@ -337,6 +377,12 @@ def paper_side_by_side(corr: pd.DataFrame, reference: Path | None = None) -> pd.
     return corr.merge(paper, on=["dataset", "metric"], how="inner")
 
 
+@functools.lru_cache(maxsize=4)
+def base_fingerprint(model: str | None) -> str:
+    """:func:`~xalign_utils.models.model_fingerprint` of a base model (computed once)."""
+    return model_fingerprint(load_model(model, device="cpu")[0])
+
+
 def publish_adapter(cfg: RunConfig, name: str, adapter_name: str, metrics: pd.DataFrame) -> Path:
     """Copy run ``name``'s final adapter to ``data/models/adapters/<adapter_name>/`` with a
     manifest (base model and its fingerprint, datasets, regulariser, λ, seed, steps, the
@@ -347,12 +393,11 @@ def publish_adapter(cfg: RunConfig, name: str, adapter_name: str, metrics: pd.Da
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src / "adapter", tmp)
-    base, _ = load_model(cfg.model)
     last = metrics[metrics["step"] == metrics["step"].max()]
     manifest = {
         "name": adapter_name,
         "base_model": cfg.model_name,
-        "base_fingerprint": model_fingerprint(base),
+        "base_fingerprint": base_fingerprint(cfg.model),
         "datasets": list(cfg.train_datasets),
         "regulariser": run["config"]["regulariser"],
         "lambda": run["config"]["lam"],
