@@ -1,18 +1,20 @@
 """Learning-rate sweep for the default profile's LoRA fine-tuning (notebook 05).
 
-Trains one multi-task adapter per learning rate on the first ``N_TRAIN`` examples of each
-training split (e-SNLI dev, SST-2 train, HateXplain val) for ``STEPS`` optimiser steps,
-with the default profile's LoRA shape and batch size, and scores a held-out slice of the
+Trains one multi-task adapter per learning rate for one epoch on the first ``N_TRAIN``
+examples of each training split (e-SNLI dev, SST-2 train, HateXplain val), with the
+default profile's LoRA shape and batch size, and scores a held-out slice of the
 same training splits (the last ``N_HELD_OUT`` per dataset; never the evaluation sets,
 so the choice does not peek at what notebooks 02-05 report). Run with
 ``.venv/bin/python bench/lr_sweep.py``; writes ``bench/lr_sweep.csv`` (one row per
-learning rate × dataset: accuracy, macro-F1, most-predicted label's share, final loss).
+learning rate × dataset: accuracy, macro-F1, most-predicted label's share, final loss,
+training examples per second).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +24,6 @@ from xalign_utils import config, data, models, scoring, stats, training
 LRS = tuple(float(x) for x in os.environ.get("LRS", "5e-5,2e-4,8e-4").split(","))
 N_TRAIN = int(os.environ.get("N_TRAIN", "160"))
 N_HELD_OUT = int(os.environ.get("N_HELD_OUT", "100"))
-STEPS = int(os.environ.get("STEPS", "60"))
 
 
 def main() -> None:
@@ -39,9 +40,11 @@ def main() -> None:
     for lr in LRS:
         model, tok = models.load_model(cfg.model, for_gradients=True, device="cpu")
         tc = training.train_config(cfg, lr=lr, checkpoint_every="none")
-        n = min(len(train), STEPS * tc.batch_size)
+        n = len(train)  # one epoch over every dataset's examples, shuffled by the seed
+        start = time.perf_counter()
         with tempfile.TemporaryDirectory() as out:
             curve = training.train(model, tok, train[:n], None, tc, Path(out), device="cpu")
+        train_seconds = time.perf_counter() - start
         model.eval()
         preds = scoring.predict(model, tok, held_out, cfg.batch_size)
         for name, part in preds.groupby("dataset", sort=False):
@@ -56,6 +59,7 @@ def main() -> None:
                     "macro_f1": stats.macro_f1_fn(labels)(part["label"], part["pred"]),
                     "top_label_share": part["pred"].value_counts(normalize=True).iloc[0],
                     "final_loss": curve["label_loss"].tail(10).mean(),
+                    "train_examples_per_s": n / train_seconds,
                 }
             )
         print(pd.DataFrame(rows).tail(len(cfg.train_datasets)).round(3), flush=True)

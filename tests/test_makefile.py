@@ -232,6 +232,13 @@ def test_profiles_have_their_own_outputs(repo):
     assert all("runs/default/" in call for call in calls)
 
 
+def test_a_run_on_an_adapter_has_its_own_outputs(repo):
+    fake_outputs(repo, "smoke", NOTEBOOKS)  # the base model's run is complete
+    calls = papermill_calls(make(repo, "-n", NOTEBOOKS[1][:2], "PROFILE=smoke", "ADAPTER=ft"))
+    assert executed(calls) == NOTEBOOKS[:2]
+    assert all("runs/smoke+ft/" in call and "-p ADAPTER 'ft'" in call for call in calls)
+
+
 def test_notebooks_come_from_the_folder_and_figures_runs_the_last(tmp_path):
     names = [*NOTEBOOKS, "07_analysis.ipynb", "10_extra.ipynb"]
     repo = make_repo(tmp_path / "repo", notebooks=names)

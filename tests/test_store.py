@@ -81,6 +81,31 @@ def test_attribution_tables_are_keyed_by_the_attribution_settings(cfg):
     assert attributed.calls == 2  # but does invalidate the attribution table
 
 
+def test_tables_of_a_run_on_an_adapter_record_it(cfg):
+    tuned = config.load_config("smoke", adapter="smoke-plain-s13")
+    table = store.cached(tuned, "02_baselines", "rationales", Compute())
+    assert set(table["adapter"]) == {"smoke-plain-s13"}
+    assert set(table["config_hash"]) == {tuned.hash()} != {cfg.hash()}
+    assert tuned.run_dir == cfg.run_dir.with_name("smoke+smoke-plain-s13")
+    assert "adapter" not in store.cached(cfg, "02_baselines", "rationales", Compute())
+
+
+def test_training_tables_are_keyed_by_the_training_settings(cfg):
+    trained = Compute()
+    store.cached(cfg, "05_training", "checkpoints", trained, training=True)
+    store.cached(
+        config.load_config("smoke", train_lr=1e-3),
+        "05_training",
+        "checkpoints",
+        trained,
+        training=True,
+    )
+    assert trained.calls == 2
+    assert config.load_config("smoke", train_lr=1e-3).hash(attribution=True) == cfg.hash(
+        attribution=True
+    )
+
+
 def test_reading_a_missing_stage_says_which_notebook_to_run(cfg):
     with pytest.raises(FileNotFoundError) as err:
         store.read_table(cfg, "03_attribution", "scores")

@@ -168,8 +168,9 @@ def write_table(
     training: bool = False,
     code: CodeSpec = None,
 ) -> Path:
-    """Write ``df`` with ``config_hash`` and ``seed`` columns, atomically, and the code
-    hash of ``code`` (see :data:`CodeSpec`) in the file's metadata.
+    """Write ``df`` with ``config_hash`` and ``seed`` columns (and ``adapter`` on a run
+    with one), atomically, and the code hash of ``code`` (see :data:`CodeSpec`) in the
+    file's metadata.
 
     ``attribution=True`` keys the table by the hash that includes the attribution
     settings, ``training=True`` by the one that includes every field (notebook 05; see
@@ -179,6 +180,8 @@ def write_table(
     out = df.copy()
     out["config_hash"] = cfg.hash(attribution=attribution, training=training)
     out["seed"] = cfg.seed
+    if cfg.adapter:  # a run on a published adapter (notebook 05) says so in every table
+        out["adapter"] = cfg.adapter
     out.attrs = {k: v for k, v in df.attrs.items() if k not in META_KEYS} | _metadata(code)
     tmp = path.with_suffix(".parquet.tmp")
     out.to_parquet(tmp, index=False)
