@@ -114,7 +114,7 @@ def test_targets_flag_accuracy_zero_rate_and_label_share():
 def test_splits_refuse_an_evaluation_example_in_training(monkeypatch):
     ex = text_example("sst2-1", "a fine film".split(), label="positive", dataset="sst2")
     monkeypatch.setattr(training_runs, "load_processed", lambda folder, name, split: [ex])
-    cfg = config.load_config("smoke", train_datasets="sst2")
+    cfg = config.load_config("smoke", train_datasets="sst2", train_per_dataset=1)
     with pytest.raises(ValueError, match="sst2-1"):
         training_runs.splits(cfg)
 
@@ -258,3 +258,11 @@ def test_fine_tune_publish_and_load_the_adapter(tmp_path, monkeypatch):
         torch.testing.assert_close(merged(ids).logits, unmerged(ids).logits, rtol=1e-4, atol=1e-4)
         base, _ = models.load_model(None, device="cpu")
         assert not torch.allclose(base(ids).logits, merged(ids).logits)
+
+
+def test_asking_for_more_training_examples_than_notebook_01_wrote_is_an_error(monkeypatch):
+    ex = text_example("sst2-train-1", "a fine film".split(), label="positive", dataset="sst2")
+    monkeypatch.setattr(training_runs, "load_processed", lambda folder, name, split: [ex])
+    cfg = config.load_config("smoke", train_datasets="sst2", train_per_dataset=2)
+    with pytest.raises(ValueError, match="TRAIN_PER_DATASET=2.*make 01 N_TRAIN"):
+        training_runs.splits(cfg)

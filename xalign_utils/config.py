@@ -118,6 +118,8 @@ class RunConfig:
         k_values: list lengths of notebook 04's k-sensitivity check.
         train_datasets: datasets notebook 05 fine-tunes on (their ``train`` splits:
             e-SNLI dev, SST-2 train, HateXplain val), one multi-task adapter.
+        train_per_dataset: training examples per dataset notebook 05 uses (the first of
+            the ``n_train`` notebook 01 wrote).
         train_lr, train_epochs, train_batch_size, lora_r, lora_alpha, lora_dropout,
             train_warmup_steps: LoRA fine-tuning hyper-parameters (the paper profile's are
             Fayyaz et al.'s Table A.2; the default's learning rate comes from
@@ -162,6 +164,7 @@ class RunConfig:
     mask_text: str = "_"
     k_values: tuple[int, ...] = (1, 2, 3, 5, 8)
     train_datasets: tuple[str, ...] = ("esnli", "sst2", "hatexplain")
+    train_per_dataset: int = 300
     train_lr: float = 2e-4
     train_epochs: int = 1
     train_batch_size: int = 8
@@ -250,6 +253,7 @@ ATTRIBUTION_FIELDS = (
 #: tuning the training never invalidates the stored tables of 02-04.
 TRAINING_FIELDS = (
     "train_datasets",
+    "train_per_dataset",
     "train_lr",
     "train_epochs",
     "train_batch_size",
@@ -288,6 +292,7 @@ PROFILES: dict[str, RunConfig] = {
         noise_samples=2,
         bisection_steps=2,
         n_faith=2,
+        train_per_dataset=16,
         train_batch_size=8,
         train_checkpoints=3,
         n_train_eval=2,
@@ -324,6 +329,7 @@ PROFILES: dict[str, RunConfig] = {
         n_samples=256,
         n_faith=300,
         # Fayyaz et al. Table A.2 (their e-SNLI/FEVER learning rate), one checkpoint per epoch
+        train_per_dataset=5000,
         train_lr=7e-6,
         train_epochs=10,
         train_batch_size=64,

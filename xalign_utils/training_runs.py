@@ -57,7 +57,7 @@ PAPER_METHODS = {"align_ixg": "Input×Grad", "align_prompted": "Prompting"}
 
 
 def splits(cfg: RunConfig) -> tuple[list[Example], dict[str, list[Example]]]:
-    """Training examples (the first ``n_train`` of each training split of
+    """Training examples (the first ``train_per_dataset`` of each training split of
     ``cfg.train_datasets``) and evaluation examples per dataset (the first
     ``n_train_eval`` of 02-04's evaluation split), checked for leakage against every
     evaluation example of every dataset 02-04 evaluate.
@@ -67,7 +67,14 @@ def splits(cfg: RunConfig) -> tuple[list[Example], dict[str, list[Example]]]:
     """
     train, evaluation, every_eval = [], {}, []
     for name in cfg.train_datasets:
-        train += load_processed(cfg.processed_dir, name, "train")[: cfg.n_train]
+        split = load_processed(cfg.processed_dir, name, "train")
+        if len(split) < cfg.train_per_dataset:
+            raise ValueError(
+                f"{name}: notebook 01 wrote {len(split)} training examples "
+                f"({cfg.processed_dir / f'{name}_train.jsonl'}), fewer than "
+                f"TRAIN_PER_DATASET={cfg.train_per_dataset}; re-run `make 01 N_TRAIN=...`"
+            )
+        train += split[: cfg.train_per_dataset]
     for name in dict.fromkeys([*cfg.train_datasets, *cfg.datasets]):
         full = load_processed(cfg.processed_dir, name, "eval")
         every_eval += full  # 02-04 run the published adapter on all of them
