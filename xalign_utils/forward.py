@@ -27,7 +27,7 @@ from .data.registry import LABELS
 from .models import context_length, expand_prefix, left_pad, shared_prefix_length
 from .prompts import RenderedPrompt, render
 from .schema import Example
-from .scoring import forms_to_labels, label_form_scores, target_tokens, verbaliser_ids
+from .scoring import forms_to_labels, label_form_scores, label_forms, target_tokens, verbaliser_ids
 
 #: Attribution targets: the whole label string (default) or its first token only.
 TARGET_MODES = ("label", "first_token")
@@ -132,16 +132,22 @@ def prepare(
     rendered = [
         render(tokenizer, ex, "classify", max_length=context_length(model)) for ex in examples
     ]
-    raw, forms = label_form_scores(model, tokenizer, [r.input_ids for r in rendered], dataset)
-    logp = forms_to_labels(raw, forms, len(LABELS[dataset]))
-    order = np.argsort(-logp, axis=1)
+    if target not in {"pred", "gold", "contrast"}:
+        raise ValueError(f"target must be 'pred', 'gold' or 'contrast', not {target!r}")
+    forms = label_forms(dataset)
+    raw, order = None, None  # the label scores: skipped when nothing needs them (training)
+    if (
+        target_mode == "first_token"
+        or target == "contrast"
+        or (labels is None and target != "gold")
+    ):
+        raw, forms = label_form_scores(model, tokenizer, [r.input_ids for r in rendered], dataset)
+        order = np.argsort(-forms_to_labels(raw, forms, len(LABELS[dataset])), axis=1)
     if labels is None:
         if target == "gold":
             labels = [ex.label for ex in examples]
-        elif target in {"pred", "contrast"}:
-            labels = [LABELS[dataset][o[0]] for o in order]
         else:
-            raise ValueError(f"target must be 'pred', 'gold' or 'contrast', not {target!r}")
+            labels = [LABELS[dataset][o[0]] for o in order]
     contrast_labels = None
     if target == "contrast":  # the given label, else the best-scored label other than the target
         contrast_labels = [
