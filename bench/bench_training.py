@@ -1,8 +1,8 @@
 """Training throughput: xalign's LoRA step (plain and regularised) against a plain PEFT +
 Hugging Face ``Trainer`` step on the same batch.
 
-Same model (the offline default, eager attention, fp32), LoRA shape of the default
-profile, ``BATCH`` e-SNLI training examples (dev split) with their chat-rendered
+Same model (the offline default, fp32; fused attention for the plain steps as notebook 05
+trains them, eager where the double backward needs it), LoRA shape of the default profile, ``BATCH`` e-SNLI training examples (dev split) with their chat-rendered
 classification prompts and gold labels:
 
 * ``xalign plain``: :func:`xalign_utils.training.batch_terms` (the shared chat-template
@@ -39,7 +39,8 @@ STEPS = int(os.environ.get("STEPS", "3"))
 
 def xalign_seconds(regulariser: str) -> float:
     """Seconds per step of xalign's loss + backward + optimiser step."""
-    model, tok = models.load_model(None, for_gradients=True, device="cpu")
+    eager = regulariser != "none"  # the double backward needs eager attention
+    model, tok = models.load_model(None, for_gradients=eager, device="cpu")
     tc = training.train_config(config.load_config("default"), regulariser=regulariser, lam=1.0)
     model = training.add_lora(model, tc)
     examples = data.load_esnli_highlights("dev")[:BATCH]
@@ -95,7 +96,7 @@ def _collate(pad_id: int):
 
 def trainer_seconds() -> float:
     """Seconds per step of a plain PEFT + ``Trainer`` run on the same examples."""
-    model, tok = models.load_model(None, for_gradients=True, device="cpu")
+    model, tok = models.load_model(None, device="cpu")
     tc = training.train_config(config.load_config("default"))
     model = training.add_lora(model, tc)
     examples = data.load_esnli_highlights("dev")[:BATCH]

@@ -1,13 +1,17 @@
 """Learning-rate sweep for the default profile's LoRA fine-tuning (notebook 05).
 
-Trains one multi-task adapter per learning rate for one epoch on the first ``N_TRAIN``
-examples of each training split (e-SNLI dev, SST-2 train, HateXplain val), with the
-default profile's LoRA shape and batch size, and scores a held-out slice of the
-same training splits (the last ``N_HELD_OUT`` per dataset; never the evaluation sets,
-so the choice does not peek at what notebooks 02-05 report). Run with
-``.venv/bin/python bench/lr_sweep.py``; writes ``bench/lr_sweep.csv`` (one row per
-learning rate × dataset: accuracy, macro-F1, most-predicted label's share, final loss,
-training examples per second).
+Trains one adapter per learning rate for one epoch on the first ``N_TRAIN`` examples of
+each training split of ``DATASETS`` (default: e-SNLI dev, SST-2 train, HateXplain val,
+one multi-task adapter as notebook 05 trains), with the default profile's LoRA shape and
+batch size, and scores a held-out slice of the same training splits (the last
+``N_HELD_OUT`` per dataset; never the evaluation sets, so the choice does not peek at
+what notebooks 02-05 report). Run with ``.venv/bin/python bench/lr_sweep.py``; writes
+``OUT`` (default ``bench/lr_sweep.csv``; one row per learning rate × dataset: accuracy,
+macro-F1, most-predicted label's share, final loss, training examples per second).
+
+The one-task data-size probe the README quotes (4 min)::
+
+    DATASETS=sst2 N_TRAIN=800 LRS=5e-4 OUT=bench/probe_sst2_800.csv .venv/bin/python bench/lr_sweep.py
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from xalign_utils import config, data, models, scoring, stats, training
 LRS = tuple(float(x) for x in os.environ.get("LRS", "5e-5,2e-4,8e-4").split(","))
 N_TRAIN = int(os.environ.get("N_TRAIN", "160"))
 N_HELD_OUT = int(os.environ.get("N_HELD_OUT", "100"))
+DATASETS = os.environ.get("DATASETS", "")  # comma-separated; empty: the profile's
+OUT = Path(os.environ.get("OUT", Path(__file__).with_name("lr_sweep.csv")))
 
 
 def main() -> None:
     cfg = config.load_config("default")
     train, held_out = [], []
-    for name in cfg.train_datasets:
+    for name in DATASETS.split(",") if DATASETS else cfg.train_datasets:
         split = data.load_processed(cfg.processed_dir, name, "train")
         if len(split) < N_TRAIN + N_HELD_OUT:
             raise ValueError(f"{name}: {len(split)} training examples < {N_TRAIN + N_HELD_OUT}")
@@ -38,7 +44,7 @@ def main() -> None:
     data.assert_no_leakage(train, held_out)
     rows = []
     for lr in LRS:
-        model, tok = models.load_model(cfg.model, for_gradients=True, device="cpu")
+        model, tok = models.load_model(cfg.model, device="cpu")  # fused attention, as 05
         tc = training.train_config(cfg, lr=lr, checkpoint_every="none")
         n = len(train)  # one epoch over every dataset's examples, shuffled by the seed
         start = time.perf_counter()
@@ -62,10 +68,9 @@ def main() -> None:
                     "train_examples_per_s": n / train_seconds,
                 }
             )
-        print(pd.DataFrame(rows).tail(len(cfg.train_datasets)).round(3), flush=True)
-    out = Path(__file__).with_name("lr_sweep.csv")
-    pd.DataFrame(rows).to_csv(out, index=False, float_format="%.4g")
-    print(f"wrote {out}")
+        print(pd.DataFrame(rows).round(3).to_string(), flush=True)
+    pd.DataFrame(rows).to_csv(OUT, index=False, float_format="%.4g")
+    print(f"wrote {OUT}")
 
 
 if __name__ == "__main__":

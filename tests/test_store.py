@@ -39,6 +39,15 @@ def test_write_table_adds_hash_and_seed_and_leaves_no_temporary(cfg, tmp_path):
     assert store.table_metadata(cfg, "02_baselines", "missing") == {}
 
 
+def test_a_seed_column_of_other_seeds_is_refused_not_overwritten(cfg):
+    runs = pd.DataFrame({"x": [1, 2], "seed": [cfg.seed, cfg.seed + 1]})  # e.g. training seeds
+    with pytest.raises(ValueError, match="rename it"):
+        store.write_table(runs, cfg, "05_training", "regularised")
+    assert not store.table_path(cfg, "05_training", "regularised").exists()
+    same = pd.DataFrame({"x": [1], "seed": [cfg.seed]})  # a table read back and rewritten
+    assert store.write_table(same, cfg, "05_training", "again").is_file()
+
+
 def test_an_interrupted_write_leaves_the_old_table(cfg, monkeypatch):
     store.write_table(pd.DataFrame({"x": [1]}), cfg, "stage", "t")
     real = pd.DataFrame.to_parquet

@@ -124,6 +124,45 @@ def _tables(tmp_path: Path) -> Path:
     pd.DataFrame({"metric": ["rank_auc"], "random_at_chance": [True], "passed": ["1/1"]}).to_csv(
         d / "04_validation_verdict.csv", index=False
     )
+    point = {"run": "plain-s13", "dataset": "esnli", "n": 30, "zero_rate": 0.4}
+    pd.DataFrame(
+        [
+            point | {"step": 0, "correct": 0.3, "correct_lo": 0.2, "correct_hi": 0.4},
+            point | {"step": 75, "correct": 0.6, "correct_lo": 0.5, "correct_hi": 0.7},
+        ]
+    ).assign(top_label_share=[0.9, 0.5]).to_csv(d / "05_checkpoints.csv", index=False)
+    pd.DataFrame(
+        {"run": ["plain-s13"], "dataset": ["esnli"], "target": [0.55], "meets_target": [True]}
+    ).to_csv(d / "05_targets.csv", index=False)
+    pd.DataFrame(
+        {
+            "dataset": ["esnli"],
+            "metric": ["align_ixg"],
+            "r": [0.5],
+            "lo": [-0.2],
+            "hi": [0.9],
+            "checkpoints": [3],
+            "n_defined": [30],
+            "model": ["Llama-3-8B Instruct"],
+            "paper_r": [0.88],
+            "paper_p": [0.001],
+        }
+    ).to_csv(d / "05_fayyaz_tables3_5.csv", index=False)
+    pd.DataFrame(
+        {
+            "dataset": ["esnli", "esnli"],
+            "metric": ["comp_aopc", "comp_aopc"],
+            "question": ["faithfulness", "faithfulness"],
+            "condition": ["λ=0.1", "λ=1"],
+            "role": ["primary", "primary"],
+            "n": [20, 20],
+            "mean_diff": [0.01, 0.04],
+            "diff_ci_low": [-0.02, 0.01],
+            "diff_ci_high": [0.03, 0.07],
+            "reject": [False, True],
+            "can_reject": [True, True],
+        }
+    ).to_csv(d / "05_regularised_tests.csv", index=False)
     return d
 
 
@@ -137,7 +176,15 @@ def test_block_carries_values_cis_n_and_tables(tmp_path):
     assert "+0.07 [0.01, 0.13] (word_rarity)" in text
     assert "0.25 [0.10, 0.40] n=20" in text
     assert "| integrated_gradients | 8 | 8 | 1 | 21 | 2.0% |" in text  # n-weighted cost
-    for name in ("02_task_performance", "04_consistency_primary", "04_table4_flip_rates"):
+    assert (
+        "| e-SNLI | 30 | 0.30 [0.20, 0.40] | 0.60 [0.50, 0.70] | 0.40 | 0.55 | 50% | yes |" in text
+    )
+    assert (
+        "| e-SNLI | align_ixg | Llama-3-8B Instruct | 0.88 (0.001) | +0.50 [-0.20, 0.90] | 3 | 30 |"
+        in text
+    )
+    assert "+0.04 [0.01, 0.07] n=20 **✓**" in text and "+0.01 [-0.02, 0.03] n=20 |" in text
+    for name in ("02_task_performance", "04_consistency_primary", "05_regularised_tests"):
         assert f"`{name}`" in text
 
 

@@ -163,7 +163,7 @@ def test_lists_are_compared_with_the_lambda_zero_twin_of_the_same_seed():
     table = pd.DataFrame(
         {
             "id": ["a", "a", "a", "a", "b", "b"],
-            "seed": [1, 1, 2, 2, 1, 1],
+            "train_seed": [1, 1, 2, 2, 1, 1],
             "lam": [0.0, 1.0, 0.0, 1.0, 0.0, 1.0],
             "pred": ["x", "x", "x", "x", "x", "y"],
             "list_positions": [[0, 1], [1, 2], [3], [3], [0], [0]],
@@ -196,7 +196,7 @@ def regularised_table(effect: float, n: int = 30, seeds=(1, 2)) -> pd.DataFrame:
             for i in range(n):
                 base = rng.normal(0.5, 0.1)
                 rows.append(
-                    {"id": f"e{i}", "dataset": "esnli", "seed": seed, "lam": lam, "pred": "x",
+                    {"id": f"e{i}", "dataset": "esnli", "train_seed": seed, "lam": lam, "pred": "x",
                      "correct": 1.0, "topvar_f1": base, "comp_aopc": base + effect * lam,
                      "rank_auc": base, "comp_human": base, "comp_list": base,
                      "list_jaccard": 1.0, "list_status": "ok" if i else "parse_failure"}

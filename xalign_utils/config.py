@@ -131,6 +131,8 @@ class RunConfig:
         regulariser, reg_lambdas, reg_seeds, reg_source, n_reg_train, reg_steps: the
             explanation-regularised runs of notebook 05 (``rrr`` or ``align``; λ values,
             0 included; seeds; rationale source ``human``; training examples and steps).
+        n_reg_eval: evaluation examples per dataset each regularised run is scored on (the
+            first of the ``n_train_eval``; occlusion costs ~6 s per example on 2 cores).
     """
 
     profile: str = "default"
@@ -180,6 +182,7 @@ class RunConfig:
     reg_source: str = "human"
     n_reg_train: int = 200
     reg_steps: int = 25
+    n_reg_eval: int = 100
     notes: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -269,6 +272,7 @@ TRAINING_FIELDS = (
     "reg_source",
     "n_reg_train",
     "reg_steps",
+    "n_reg_eval",
 )
 
 #: Fields that never enter a hash: they change no stored number (``num_processes``: the
@@ -301,12 +305,19 @@ PROFILES: dict[str, RunConfig] = {
         reg_seeds=(13,),
         n_reg_train=8,
         reg_steps=2,
+        n_reg_eval=2,
     ),
     # IG with 128 steps (median relative completeness error 1.2% on 12 default examples
     # with the whole-label target, 134% at 16 steps: bench/ig_steps.csv), LIME/KernelSHAP
     # with 32 samples, Noiser with 4 samples × 6 bisection steps on 6 examples per dataset,
     # the other many-pass methods' n (≈ 50 s per example on 2 cores: 15 min for 18; 12 per
     # dataset would take half of the 2-hour make-all budget on its own).
+    #
+    # Notebook 05 within 35 minutes (measured: plain LoRA steps ~1.4 examples/s with fused
+    # attention, RRR steps ~0.7/s, a checkpoint's metrics ~1 s per example, a regularised
+    # run's occlusion-based metrics ~6 s per example): 3 × 200 training examples, 30
+    # evaluation examples per dataset at 4 points, 6 regularised runs of 6 steps scored on
+    # 10 examples of each dataset they trained on.
     "default": RunConfig(
         profile="default",
         ig_steps=128,
@@ -314,6 +325,12 @@ PROFILES: dict[str, RunConfig] = {
         n_attr_noiser=6,
         noise_samples=4,
         bisection_steps=6,
+        train_per_dataset=200,
+        train_checkpoints=3,
+        n_train_eval=30,
+        n_reg_train=48,
+        reg_steps=6,
+        n_reg_eval=10,
     ),
     "paper": RunConfig(
         profile="paper",
@@ -341,6 +358,7 @@ PROFILES: dict[str, RunConfig] = {
         reg_seeds=(13, 14, 15),
         n_reg_train=2000,
         reg_steps=100,
+        n_reg_eval=300,
     ),
 }
 

@@ -83,7 +83,7 @@ def own_lists(cfg: RunConfig, examples: Sequence[Example], plain: str) -> dict[s
         )
         return parse_outputs(raw, {ex.id: ex for ex in examples})[["id", "positions", "status"]]
 
-    table = cached(cfg, STAGE, f"own_lists_{plain}", compute, training=True)
+    table = cached(cfg, STAGE, f"own_lists_{plain}", compute, training=True, code=__name__)
     return {r.id: [int(p) for p in r.positions] for r in table.itertuples()}
 
 
@@ -238,11 +238,24 @@ def run_table(model, tokenizer, examples: Sequence[Example], cfg: RunConfig) -> 
     return out.merge(faith[["id", "comp_aopc"]], on="id", how="left")
 
 
-def evaluate_all(cfg: RunConfig, evaluation: Mapping[str, Sequence[Example]]) -> pd.DataFrame:
-    """:func:`run_table` of every λ × seed run's final adapter, stored as
+def trained_on(cfg: RunConfig, train: Sequence[Example], plain: str) -> list[str]:
+    """The datasets the regularised runs draw training examples from (those with a
+    rationale of ``cfg.reg_source``), in training order."""
+    return list(dict.fromkeys(ex.dataset for ex in training_set(cfg, train, plain)[0]))
+
+
+def evaluate_all(
+    cfg: RunConfig,
+    evaluation: Mapping[str, Sequence[Example]],
+    datasets: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """:func:`run_table` of every λ × seed run's final adapter on the first
+    ``cfg.n_reg_eval`` evaluation examples of ``datasets`` (default: all), stored as
     ``regularised_<regulariser>_<source>`` and reused; adds ``list_jaccard``, the
-    overlap of each run's word list with its λ = 0 twin's."""
-    examples = [ex for exs in evaluation.values() for ex in exs]
+    overlap of each run's word list with its λ = 0 twin's. Column ``train_seed`` is the
+    run's training seed (``seed``, as in every stored table, is the config's)."""
+    names = list(evaluation) if datasets is None else list(datasets)
+    examples = [ex for name in names for ex in evaluation[name][: cfg.n_reg_eval]]
 
     def compute() -> pd.DataFrame:
         frames = []
@@ -251,13 +264,18 @@ def evaluate_all(cfg: RunConfig, evaluation: Mapping[str, Sequence[Example]]) ->
                 name = run_name(cfg, lam, seed)
                 model, tok = load_run_model(cfg, name)
                 frames.append(
-                    run_table(model, tok, examples, cfg).assign(run=name, lam=lam, seed=seed)
+                    run_table(model, tok, examples, cfg).assign(run=name, lam=lam, train_seed=seed)
                 )
         table = pd.concat(frames, ignore_index=True)
         return table.assign(list_jaccard=_jaccard_to_zero(table))
 
     return cached(
-        cfg, STAGE, f"regularised_{cfg.regulariser}_{cfg.reg_source}", compute, training=True
+        cfg,
+        STAGE,
+        f"regularised_{cfg.regulariser}_{cfg.reg_source}",
+        compute,
+        training=True,
+        code=__name__,  # this module and what it imports: a plot or README edit reruns nothing
     )
 
 
@@ -265,10 +283,12 @@ def _jaccard_to_zero(table: pd.DataFrame) -> pd.Series:
     """Overlap of each run's word list with its λ = 0 twin's (same seed, same example);
     NaN where the two predict different labels (the lists then answer different
     questions) or both lists are empty."""
-    zero = table[table["lam"] == 0].set_index(["seed", "id"])
+    zero = table[table["lam"] == 0].set_index(["train_seed", "id"])
     out = []
     for rec in table.itertuples():
-        twin = zero.loc[(rec.seed, rec.id)] if (rec.seed, rec.id) in zero.index else None
+        twin = (
+            zero.loc[(rec.train_seed, rec.id)] if (rec.train_seed, rec.id) in zero.index else None
+        )
         if twin is None or twin["pred"] != rec.pred:
             out.append(np.nan)
             continue
@@ -282,7 +302,7 @@ def tests_against_zero(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     example), per dataset. One primary metric per question (:data:`PRIMARY`), Holm over
     λ × dataset within its question; the other metrics are exploratory effect sizes."""
     data = table.assign(condition=table["lam"].map(lambda v: f"λ={v:g}"))
-    options = {"condition": "condition", "reference": "λ=0", "unit": ["id", "seed"]}
+    options = {"condition": "condition", "reference": "λ=0", "unit": ["id", "train_seed"]}
     options |= {"cluster": "id", "seed": seed}
     parts = [
         paired_tests(data, ["dataset"], metric, primary=metric, **options).assign(question=q)
@@ -305,7 +325,7 @@ def seed_effects(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     per_seed = table.assign(condition=table["lam"].map(lambda v: f"λ={v:g}"))
     by_seed = paired_tests(
         per_seed,
-        ["dataset", "seed"],
+        ["dataset", "train_seed"],
         metrics,
         condition="condition",
         reference="λ=0",
@@ -313,9 +333,9 @@ def seed_effects(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         seed=seed,
     ).assign(comparison="λ vs λ=0, one seed")
     zero = table[table["lam"] == 0]
-    first = f"seed {min(zero['seed'])}"
+    first = f"seed {min(zero['train_seed'])}"
     floor = paired_tests(
-        zero.assign(condition=zero["seed"].map(lambda v: f"seed {v}")),
+        zero.assign(condition=zero["train_seed"].map(lambda v: f"seed {v}")),
         ["dataset"],
         metrics,
         condition="condition",
@@ -330,9 +350,10 @@ def list_failures(table: pd.DataFrame) -> pd.DataFrame:
     """Per λ × dataset: word lists that did not parse as a list (counted, not dropped:
     their consistency is undefined) and the share of predictions that changed from the
     λ = 0 twin."""
-    zero = table[table["lam"] == 0].set_index(["seed", "id"])["pred"]
+    zero = table[table["lam"] == 0].set_index(["train_seed", "id"])["pred"]
     changed = [
-        zero.get((r.seed, r.id)) != r.pred for r in table[["seed", "id", "pred"]].itertuples()
+        zero.get((r.train_seed, r.id)) != r.pred
+        for r in table[["train_seed", "id", "pred"]].itertuples()
     ]
     return (
         table.assign(failed=table["list_status"] != "ok", changed=changed)

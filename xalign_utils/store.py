@@ -174,7 +174,17 @@ def write_table(
 
     ``attribution=True`` keys the table by the hash that includes the attribution
     settings, ``training=True`` by the one that includes every field (notebook 05; see
-    :meth:`RunConfig.hash`)."""
+    :meth:`RunConfig.hash`).
+
+    Raises:
+        ValueError: ``df`` has a ``seed`` column other than the config's seed (it would be
+            overwritten; name such a column for what it is, e.g. ``train_seed``).
+    """
+    if "seed" in df.columns and (df["seed"] != cfg.seed).any():
+        raise ValueError(
+            f"{stage}/{name}: column 'seed' holds values other than the config seed "
+            f"{cfg.seed}, which every stored table records there; rename it (e.g. train_seed)"
+        )
     path = table_path(cfg, stage, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = df.copy()

@@ -1,7 +1,7 @@
 """The README's "Results at a glance" block, rendered from the saved tables.
 
 Every number in that block is read from ``figures/tables/*.csv`` (written by notebooks
-02–04), with its CI, its n (examples) and the table it comes from, so the README cannot
+02–05), with its CI, its n (examples) and the table it comes from, so the README cannot
 drift from the tables: ``make readme`` rewrites the block between :data:`START` and
 :data:`END`, and ``python -m xalign_utils.summary --check`` (run by the tests) fails when
 the block differs from what the committed tables give.
@@ -222,6 +222,94 @@ def verdict(tables_dir: Path) -> str:
     return "Validation of the consistency metrics (`04_validation_verdict`):\n\n" + _markdown(table)
 
 
+def fine_tuned(tables_dir: Path) -> str:
+    """Notebook 05: accuracy of the untrained and the fine-tuned model against the targets."""
+    points = read_table(tables_dir, "05_checkpoints")
+    targets = read_table(tables_dir, "05_targets").set_index(["run", "dataset"])
+    rows = []
+    for (run, dataset), group in points.groupby(["run", "dataset"], sort=False):
+        first, last = group.loc[group["step"].idxmin()], group.loc[group["step"].idxmax()]
+        goal = targets.loc[(run, dataset)]
+        rows.append(
+            {
+                "dataset": DATASET_NAMES.get(dataset, dataset),
+                "n": int(last["n"]),
+                "untrained": fmt_ci(first["correct"], first["correct_lo"], first["correct_hi"]),
+                f"fine-tuned (step {int(last['step'])})": fmt_ci(
+                    last["correct"], last["correct_lo"], last["correct_hi"]
+                ),
+                "zero rate": f"{last['zero_rate']:.2f}",
+                "target": f"{goal['target']:.2f}",
+                "most-predicted label": f"{100 * last['top_label_share']:.0f}%",
+                "met": "yes" if str(goal["meets_target"]) == "True" else "no",
+            }
+        )
+    return (
+        "Fine-tuned accuracy (notebook 05, LoRA; 95% bootstrap CI over examples; the target "
+        "also needs the CI above the zero rate and no label above 60% of predictions; "
+        "`05_checkpoints`, `05_targets`):\n\n" + _markdown(pd.DataFrame(rows))
+    )
+
+
+def _p(value: float) -> str:
+    """A published p-value as printed (the paper rounds to two decimals: 0 is < 0.01)."""
+    return "<0.01" if value == 0 else f"{value:.2g}"
+
+
+def fayyaz_side_by_side(tables_dir: Path) -> str:
+    """Notebook 05: correlations with accuracy over checkpoints beside Fayyaz Tables 3, 5."""
+    table = read_table(tables_dir, "05_fayyaz_tables3_5")
+    if table.empty:
+        return (
+            "Beside Fayyaz et al. Tables 3 and 5: no correlation defined (`05_fayyaz_tables3_5`)."
+        )
+    rows = [
+        {
+            "dataset": DATASET_NAMES.get(r["dataset"], r["dataset"]),
+            "r with accuracy of": r["metric"],
+            "paper model": r.get("model", "—"),
+            "paper r (p)": "—"
+            if pd.isna(r["paper_r"])
+            else f"{r['paper_r']:.2f} ({r['paper_p']:.2g})",
+            "ours r [CI]": fmt_ci(r["r"], r["lo"], r["hi"], signed=True),
+            "checkpoints": int(r["checkpoints"]),
+            "n": int(r["n_defined"]),
+        }
+        for _, r in table.iterrows()
+    ]
+    return (
+        "Pearson r over fine-tuning checkpoints with accuracy, beside Fayyaz et al. (2024) "
+        "Tables 3 and 5 (their r over fine-tuning epochs of 7–8B models; ours over the "
+        "trained checkpoints, CI resampling examples, descriptive at this number of "
+        "checkpoints; `05_fayyaz_tables3_5`):\n\n" + _markdown(pd.DataFrame(rows))
+    )
+
+
+def regularisation(tables_dir: Path) -> str:
+    """Notebook 05: each λ against λ = 0 on the primary metric of each question."""
+    table = read_table(tables_dir, "05_regularised_tests")
+    table = table[table["role"] == "primary"]
+
+    def cell(r: pd.Series) -> str:
+        mark = " **✓**" if str(r["reject"]) == "True" else ""
+        can = "" if str(r["can_reject"]) == "True" else " (cannot reject)"
+        return (
+            f"{fmt_ci(r['mean_diff'], r['diff_ci_low'], r['diff_ci_high'], signed=True)}"
+            f" n={int(r['n'])}{mark}{can}"
+        )
+
+    grid = table.assign(method=table["question"] + ": " + table["metric"])
+    grid = _pivot_cells(
+        grid.assign(dataset=grid["dataset"] + " " + grid["condition"]), "dataset", cell
+    )
+    return (
+        "Explanation-regularised fine-tuning, each λ against its λ = 0 twin (mean paired "
+        "difference over examples with its cluster-bootstrap CI, seeds pooled; Wilcoxon test, measured with occlusion, not the trained "
+        "gradient; **✓** = Holm-rejected within the question; `05_regularised_tests`):\n\n"
+        + _markdown(grid.rename(columns={"method": "question: primary metric", **DATASET_NAMES}))
+    )
+
+
 SECTIONS: tuple[Callable[[Path], str], ...] = (
     performance,
     scoring_sensitivity,
@@ -231,6 +319,9 @@ SECTIONS: tuple[Callable[[Path], str], ...] = (
     against_best_null,
     flip_rates,
     verdict,
+    fine_tuned,
+    fayyaz_side_by_side,
+    regularisation,
 )
 
 

@@ -433,7 +433,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     fields = json.loads(args.config)
     fields["target_modules"] = tuple(fields.get("target_modules", TrainConfig.target_modules))
     cfg = TrainConfig(**fields)
-    model, tokenizer = load_model(args.model, for_gradients=True, device=args.device)
+    regularised = cfg.regulariser != "none"  # double backward needs eager attention
+    model, tokenizer = load_model(args.model, for_gradients=regularised, device=args.device)
     examples = load_examples(Path(args.examples))
     rationales = [ex.rationale_positions() for ex in examples]
     train(model, tokenizer, examples, rationales, cfg, args.out, device=args.device, progress=False)
