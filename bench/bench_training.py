@@ -2,7 +2,8 @@
 Hugging Face ``Trainer`` step on the same batch.
 
 Same model (the offline default, fp32; fused attention for the plain steps as notebook 05
-trains them, eager where the double backward needs it), LoRA shape of the default profile, ``BATCH`` e-SNLI training examples (dev split) with their chat-rendered
+trains them, eager where the double backward needs it), LoRA shape of the default
+profile, ``BATCH`` e-SNLI training examples (dev split) with their chat-rendered
 classification prompts and gold labels:
 
 * ``xalign plain``: :func:`xalign_utils.training.batch_terms` (the shared chat-template
@@ -39,7 +40,7 @@ STEPS = int(os.environ.get("STEPS", "3"))
 
 def xalign_seconds(regulariser: str) -> float:
     """Seconds per step of xalign's loss + backward + optimiser step."""
-    eager = regulariser != "none"  # the double backward needs eager attention
+    eager = training.needs_eager_attention(regulariser)
     model, tok = models.load_model(None, for_gradients=eager, device="cpu")
     tc = training.train_config(config.load_config("default"), regulariser=regulariser, lam=1.0)
     model = training.add_lora(model, tc)

@@ -160,6 +160,13 @@ def _pivot_cells(table: pd.DataFrame, column: str | None, cell: Callable) -> pd.
     return grid.reset_index().fillna("—")
 
 
+def _test_cell(r: pd.Series) -> str:
+    """A paired test's row: mean difference [CI], n, and ✓ when Holm rejects."""
+    mark = " **✓**" if str(r["reject"]) == "True" else ""
+    ci = fmt_ci(r["mean_diff"], r["diff_ci_low"], r["diff_ci_high"], signed=True)
+    return f"{ci} n={int(r['n'])}{mark}"
+
+
 def primary_tests(tables_dir: Path) -> str:
     """Each method against the random attribution on the one primary metric per question."""
     parts = []
@@ -167,20 +174,13 @@ def primary_tests(tables_dir: Path) -> str:
         table = read_table(tables_dir, name)
         table = table[table["role"] == "primary"]
 
-        def cell(r: pd.Series) -> str:
-            mark = " **✓**" if r["reject"] is True or r["reject"] == "True" else ""
-            return (
-                f"{fmt_ci(r['mean_diff'], r['diff_ci_low'], r['diff_ci_high'], signed=True)}"
-                f" n={int(r['n'])}{mark}"
-            )
-
         column = "explanation" if "explanation" in table.columns else None
         can = table["can_reject"].astype(str).eq("True")
         parts.append(
             f"*H: {question}* — {metric}, method − random (mean paired difference, cluster "
             f"bootstrap CI; **✓** = Holm-rejected at 5% over {len(table)} tests; "
             f"{int(can.sum())} of {len(table)} can reject at their n; `{name}`):\n\n"
-            + _markdown(_pivot_cells(table, column, cell))
+            + _markdown(_pivot_cells(table, column, _test_cell))
         )
     return "\n\n".join(parts)
 
@@ -270,7 +270,7 @@ def fayyaz_side_by_side(tables_dir: Path) -> str:
             "paper model": r.get("model", "—"),
             "paper r (p)": "—"
             if pd.isna(r["paper_r"])
-            else f"{r['paper_r']:.2f} ({r['paper_p']:.2g})",
+            else f"{r['paper_r']:.2f} ({_p(r['paper_p'])})",
             "ours r [CI]": fmt_ci(r["r"], r["lo"], r["hi"], signed=True),
             "checkpoints": int(r["checkpoints"]),
             "n": int(r["n_defined"]),
@@ -291,12 +291,7 @@ def regularisation(tables_dir: Path) -> str:
     table = table[table["role"] == "primary"]
 
     def cell(r: pd.Series) -> str:
-        mark = " **✓**" if str(r["reject"]) == "True" else ""
-        can = "" if str(r["can_reject"]) == "True" else " (cannot reject)"
-        return (
-            f"{fmt_ci(r['mean_diff'], r['diff_ci_low'], r['diff_ci_high'], signed=True)}"
-            f" n={int(r['n'])}{mark}{can}"
-        )
+        return _test_cell(r) + ("" if str(r["can_reject"]) == "True" else " (cannot reject)")
 
     grid = table.assign(method=table["question"] + ": " + table["metric"])
     grid = _pivot_cells(
@@ -304,8 +299,9 @@ def regularisation(tables_dir: Path) -> str:
     )
     return (
         "Explanation-regularised fine-tuning, each λ against its λ = 0 twin (mean paired "
-        "difference over examples with its cluster-bootstrap CI, seeds pooled; Wilcoxon test, measured with occlusion, not the trained "
-        "gradient; **✓** = Holm-rejected within the question; `05_regularised_tests`):\n\n"
+        "difference over examples with its cluster-bootstrap CI, seeds pooled; Wilcoxon "
+        "test, measured with occlusion, not the trained gradient; **✓** = Holm-rejected "
+        "within the question; `05_regularised_tests`):\n\n"
         + _markdown(grid.rename(columns={"method": "question: primary metric", **DATASET_NAMES}))
     )
 

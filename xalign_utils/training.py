@@ -89,6 +89,12 @@ _PAPER_LORA = {"lora_r": 32, "lora_alpha": 16, "lora_dropout": 0.05}
 PAPER = TrainConfig(**_PAPER_LORA, batch_size=64, epochs=10, max_examples=5000, lr=7e-6)
 
 
+def needs_eager_attention(regulariser: str) -> bool:
+    """Whether training with ``regulariser`` needs eager attention (its double backward
+    does not run through the fused kernel); plain runs take the faster fused one."""
+    return regulariser != "none"
+
+
 def train_config(run, **overrides) -> TrainConfig:
     """The :class:`TrainConfig` of a :class:`~xalign_utils.config.RunConfig`'s training
     fields (learning rate, epochs, batch, LoRA shape, warm-up, seed), with ``overrides``."""
@@ -433,8 +439,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     fields = json.loads(args.config)
     fields["target_modules"] = tuple(fields.get("target_modules", TrainConfig.target_modules))
     cfg = TrainConfig(**fields)
-    regularised = cfg.regulariser != "none"  # double backward needs eager attention
-    model, tokenizer = load_model(args.model, for_gradients=regularised, device=args.device)
+    eager = needs_eager_attention(cfg.regulariser)
+    model, tokenizer = load_model(args.model, for_gradients=eager, device=args.device)
     examples = load_examples(Path(args.examples))
     rationales = [ex.rationale_positions() for ex in examples]
     train(model, tokenizer, examples, rationales, cfg, args.out, device=args.device, progress=False)

@@ -146,9 +146,8 @@ def fine_tune(
         folder = save_examples(examples, out / "examples.jsonl")
         model_dir = resolve_model_path(cfg.model)
         return training.launch_training(model_dir, folder, out, tc, num_processes=cfg.num_processes)
-    # the double backward of a regulariser needs eager attention; plain runs take the
-    # fused kernel (26% more examples per second on 2 cores, bench/lr_sweep.csv's note)
-    model, tokenizer = load_model(cfg.model, for_gradients=rationales is not None)
+    eager = training.needs_eager_attention(tc.regulariser)
+    model, tokenizer = load_model(cfg.model, for_gradients=eager)
     if start_from is not None:
         model = PeftModel.from_pretrained(model, start_from, is_trainable=True)
     return training.train(model, tokenizer, examples, rationales, tc, out, progress=progress)
