@@ -52,8 +52,9 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "forward calibration",
         "attribution explanations faithfulness training decoding",
         "plausibility consistency validation comparisons",
-        "runner planted checks baselines metric_tables validation_runs training_runs regularised_runs",
-        "reports plots summary training_plots",
+        "runner planted checks baselines metric_tables validation_runs training_runs regularised_runs "
+        "guided_runs",
+        "reports plots summary training_plots guided_plots",
     )
 )
 #: Modules whose package imports are limited to these (stricter than their layer).

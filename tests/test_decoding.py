@@ -117,6 +117,11 @@ def test_bias_raises_exactly_the_attributed_words_tokens(lm, cases):
     if len(alt) > 1:  # inside a word, its next token is raised
         inside = bias([0], [list(alt[:1])], scores)[0]
         assert inside[alt[1]] == pytest.approx(3.0)
+    written = list(word_alternatives(tok, "blindfolds")[-1])
+    after = bias([0], [written], scores)[0]  # a word once written is no longer raised
+    assert set((after != 0).nonzero()[:, 0].tolist()) == {
+        a[0] for a in word_alternatives(tok, "protesting")
+    }
     plain = greedy_generate(model, tok, ids, 16, groups=groups)
     zero = greedy_generate(model, tok, ids, 16, groups=groups, processor=WordBias(tok, weights, 0))
     assert [g.tokens for g in zero] == [g.tokens for g in plain]
@@ -127,7 +132,11 @@ def test_bias_raises_exactly_the_attributed_words_tokens(lm, cases):
 def test_extractive_lists_always_parse_to_input_words(lm, cases):
     model, tok = lm
     exs, ids, groups = cases
-    lists = [i for i, (ex, role) in enumerate(zip(exs, ROLES * 3)) if role.startswith("rat")]
+    lists = [
+        i
+        for i, (ex, role) in enumerate(zip(exs, ROLES * 3, strict=False))
+        if role.startswith("rat")
+    ]
     for budget in (3, 7, 24):
         proc = ExtractiveList(
             tok,

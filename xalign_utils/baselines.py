@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from .config import RunConfig
-from .explanations import elicit, parse_outputs
+from .explanations import elicit_many, parse_outputs
 from .schema import Example
 from .stats import bootstrap_ci, format_ci
 
@@ -55,45 +55,47 @@ def elicit_rationales(
         source by source, role by role.
     """
     predicted = dict(zip(predictions["id"], predictions["pred"], strict=True))
-    frames: list[pd.DataFrame] = []
-    done: dict[tuple[str, str, str], dict] = {}  # (id, role, label) → generated row
-    for source in rationale_sources(cfg.rationale_labels):
-        asked = {ex.id: ex.label if source == "gold" else predicted[ex.id] for ex in examples}
-        for role in WORD_LIST_ROLES:
-            todo = [ex for ex in examples if (ex.id, role, asked[ex.id]) not in done]
-            if todo:  # greedy decoding: the same prompt needs generating once
-                df = elicit(
-                    model,
-                    tokenizer,
-                    todo,
-                    role,
-                    labels=[asked[ex.id] for ex in todo],
-                    fixed_k=cfg.topk_fixed,
-                    max_new_tokens=cfg.max_new_tokens,
-                    batch_size=cfg.gen_batch_size,
-                )
-                done.update({(r["id"], role, r["asked_label"]): r for r in df.to_dict("records")})
-            rows = [done[(ex.id, role, asked[ex.id])] for ex in examples]
-            frames.append(pd.DataFrame(rows).assign(label_source=source))
+    sources = rationale_sources(cfg.rationale_labels)
+    asked = {
+        source: {ex.id: ex.label if source == "gold" else predicted[ex.id] for ex in examples}
+        for source in sources
+    }
+    # greedy decoding: the same prompt (gold = predicted label) is generated once
+    unique = {
+        (ex.id, role, asked[source][ex.id]): (ex, role, asked[source][ex.id])
+        for source in sources
+        for role in WORD_LIST_ROLES
+        for ex in examples
+    }
+    requests = list(unique.values())
+    df = elicit_many(
+        model,
+        tokenizer,
+        requests,
+        fixed_k=cfg.topk_fixed,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.gen_batch_size,
+    )
+    done = {(r["id"], r["role"], r["asked_label"]): r for r in df.to_dict("records")}
+    frames = [
+        pd.DataFrame([done[(ex.id, role, asked[source][ex.id])] for ex in examples]).assign(
+            label_source=source
+        )
+        for source in sources
+        for role in WORD_LIST_ROLES
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
 def elicit_free_text(model, tokenizer, examples: Sequence[Example], cfg: RunConfig) -> pd.DataFrame:
     """Raw explain-then-predict and predict-then-explain outputs (twice the word-list
-    token budget, as explanations are sentences)."""
-    return pd.concat(
-        [
-            elicit(
-                model,
-                tokenizer,
-                examples,
-                role,
-                max_new_tokens=2 * cfg.max_new_tokens,
-                batch_size=cfg.gen_batch_size,
-            )
-            for role in FREE_TEXT_ROLES
-        ],
-        ignore_index=True,
+    token budget, as explanations are sentences), role by role."""
+    return elicit_many(
+        model,
+        tokenizer,
+        [(ex, role, ex.label) for role in FREE_TEXT_ROLES for ex in examples],
+        max_new_tokens=2 * cfg.max_new_tokens,
+        batch_size=cfg.gen_batch_size,
     )
 
 

@@ -133,6 +133,12 @@ class RunConfig:
             0 included; seeds; rationale source ``human``; training examples and steps).
         n_reg_eval: evaluation examples per dataset each regularised run is scored on (the
             first of the ``n_train_eval``; occlusion costs ~6 s per example on 2 cores).
+        n_guide: examples per dataset whose explanations notebook 06 steers (the first of
+            the ``n_attr``, so both attribution methods it needs exist for them).
+        guide_alphas: soft-bias strengths of notebook 06 (logit units for the most
+            attributed word; 0 included: plain greedy decoding, the reference).
+        guide_k, guide_beams: words the lexically constrained explanations must contain
+            (the top-k attributed) and its beam size.
     """
 
     profile: str = "default"
@@ -183,6 +189,10 @@ class RunConfig:
     n_reg_train: int = 200
     reg_steps: int = 25
     n_reg_eval: int = 100
+    n_guide: int = 24
+    guide_alphas: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0)
+    guide_k: int = 3
+    guide_beams: int = 4
     notes: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -190,7 +200,9 @@ class RunConfig:
         """The model's public name (the offline default's Hub id when none is set)."""
         return self.model or OFFLINE_MODEL
 
-    def hash(self, *, attribution: bool = False, training: bool = False) -> str:
+    def hash(
+        self, *, attribution: bool = False, training: bool = False, guide: bool = False
+    ) -> str:
         """Short stable hash of every field that changes results (not ``notes``).
 
         Args:
@@ -199,10 +211,12 @@ class RunConfig:
                 generations of notebook 02.
             training: include :data:`TRAINING_FIELDS` and the attribution fields
                 (notebook 05's tables; left out otherwise for the same reason).
+            guide: include :data:`GUIDE_FIELDS` and the attribution fields (notebook 06).
         """
         skip = {"notes", *UNHASHED_FIELDS}
         skip |= set() if training else set(TRAINING_FIELDS)
-        skip |= set() if attribution or training else set(ATTRIBUTION_FIELDS)
+        skip |= set() if guide else set(GUIDE_FIELDS)
+        skip |= set() if attribution or training or guide else set(ATTRIBUTION_FIELDS)
         payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         payload["model"] = self.model_name
         if self.adapter is None:  # hashes of runs without an adapter stay what they were
@@ -236,44 +250,22 @@ class RunConfig:
 
 
 #: Fields only the attribution stages read (see :meth:`RunConfig.hash`).
-ATTRIBUTION_FIELDS = (
-    "ig_steps",
-    "n_attr",
-    "n_attr_costly",
-    "n_attr_noiser",
-    "n_samples",
-    "noise_samples",
-    "bisection_steps",
-    "n_faith",
-    "methods",
-    "target",
-    "strategy",
-    "mask_text",
-    "k_values",
+ATTRIBUTION_FIELDS = tuple(
+    "ig_steps n_attr n_attr_costly n_attr_noiser n_samples noise_samples "
+    "bisection_steps n_faith methods target strategy mask_text k_values".split()
 )
 
 #: Fields only notebook 05 reads: its tables are keyed by ``RunConfig.hash(training=True)``, so
 #: tuning the training never invalidates the stored tables of 02-04.
-TRAINING_FIELDS = (
-    "train_datasets",
-    "train_per_dataset",
-    "train_lr",
-    "train_epochs",
-    "train_batch_size",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "train_warmup_steps",
-    "train_checkpoints",
-    "n_train_eval",
-    "regulariser",
-    "reg_lambdas",
-    "reg_seeds",
-    "reg_source",
-    "n_reg_train",
-    "reg_steps",
-    "n_reg_eval",
+TRAINING_FIELDS = tuple(
+    "train_datasets train_per_dataset train_lr train_epochs train_batch_size lora_r "
+    "lora_alpha lora_dropout train_warmup_steps train_checkpoints n_train_eval "
+    "regulariser reg_lambdas reg_seeds reg_source n_reg_train reg_steps n_reg_eval".split()
 )
+
+#: Fields only notebook 06 reads (keyed by ``RunConfig.hash(guide=True)``, so tuning the
+#: steering never invalidates the stored tables of 02-05).
+GUIDE_FIELDS = ("n_guide", "guide_alphas", "guide_k", "guide_beams")
 
 #: Fields that never enter a hash: they change no stored number (``num_processes``: the
 #: sharded runner is tested equal to one process; ``n_heatmap``: figures only) or name
@@ -306,6 +298,10 @@ PROFILES: dict[str, RunConfig] = {
         n_reg_train=8,
         reg_steps=2,
         n_reg_eval=2,
+        n_guide=1,
+        guide_alphas=(0.0, 4.0),
+        guide_k=2,
+        guide_beams=2,
     ),
     # IG with 128 steps (median relative completeness error 1.2% on 12 default examples
     # with the whole-label target, 134% at 16 steps: bench/ig_steps.csv), LIME/KernelSHAP
@@ -359,6 +355,7 @@ PROFILES: dict[str, RunConfig] = {
         n_reg_train=2000,
         reg_steps=100,
         n_reg_eval=300,
+        n_guide=300,
     ),
 }
 

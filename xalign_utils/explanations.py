@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from .models import generate
+from .decoding.generation import greedy_generate
 from .prompts import render
 from .schema import Example
 from .scoring import parse_label
@@ -320,51 +320,91 @@ def elicit(
     max_new_tokens: int = 32,
     batch_size: int = 16,
 ) -> pd.DataFrame:
-    """Prompt for a rationale or explanation for each example and generate greedily.
+    """Prompt for a rationale or explanation for each example and generate greedily
+    (:func:`elicit_many` with one role; ``labels`` default to the gold labels)."""
+    labels = list(labels) if labels is not None else [ex.label for ex in examples]
+    requests = [(ex, role, lab) for ex, lab in zip(examples, labels, strict=True)]
+    return elicit_many(
+        model,
+        tokenizer,
+        requests,
+        fixed_k=fixed_k,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+    )
 
-    Only raw outputs are returned (and cached by the notebooks); :func:`parse_outputs`
-    parses them, so a change to the parser never needs the model again.
+
+def elicit_many(
+    model,
+    tokenizer,
+    requests: Sequence[tuple[Example, str, str | None]],
+    *,
+    fixed_k: int = 3,
+    max_new_tokens: int | Sequence[int] = 32,
+    batch_size: int = 16,
+    processor=None,
+) -> pd.DataFrame:
+    """Prompt for rationales or explanations and generate greedily, all requests at once.
+
+    The prompts about one example share its instruction and text, so they are decoded as
+    one group (:func:`xalign_utils.decoding.generation.greedy_generate`): that prefix is
+    computed once. Only raw outputs are returned (and cached by the notebooks);
+    :func:`parse_outputs` parses them, so a change to the parser never needs the model.
 
     Args:
-        role: ``rationale_unbound``, ``rationale_topk``, ``explain_then_predict`` or
-            ``predict_then_explain``.
-        labels: the label each rationale is asked for (gold by default).
+        requests: ``(example, role, label)``; role ``rationale_unbound``,
+            ``rationale_topk``, ``explain_then_predict`` or ``predict_then_explain``;
+            the label a word list is asked for (ignored by free-text roles).
+        max_new_tokens: one budget, or one per request.
+        processor: a step processor (steering, constraints: notebook 06).
 
     Returns:
-        One row per example: ``id``, ``dataset``, ``role``, ``asked_label``, ``k``,
+        One row per request: ``id``, ``dataset``, ``role``, ``asked_label``, ``k``,
         ``k_source`` (``human`` or ``fixed``, see :func:`rationale_k`), ``raw`` and
         ``hit_limit``.
 
     Raises:
         ValueError: a k below 1 (``fixed_k`` < 1): no prompt asks for 0 words.
     """
-    labels = list(labels) if labels is not None else [ex.label for ex in examples]
-    ks = [rationale_k(ex, fixed_k) for ex in examples]
+    ks = [rationale_k(ex, fixed_k) for ex, _, _ in requests]
     if any(k < 1 for k in ks):
         raise ValueError(f"Top-Var k must be at least 1 (got {min(ks)})")
-    sources = [k_source(ex) for ex in examples]
     rendered = [
         render(tokenizer, ex, role, label=lab, k=k)
-        for ex, lab, k in zip(examples, labels, ks, strict=True)
+        for (ex, role, lab), k in zip(requests, ks, strict=True)
     ]
-    outputs = generate(
-        model, tokenizer, [r.input_ids for r in rendered], max_new_tokens, batch_size
+    outputs = greedy_generate(
+        model,
+        tokenizer,
+        [r.input_ids for r in rendered],
+        max_new_tokens,
+        batch_size,
+        groups=[ex.id for ex, _, _ in requests],
+        processor=processor,
     )
     return pd.DataFrame(
         [
-            {
-                "id": ex.id,
-                "dataset": ex.dataset,
-                "role": role,
-                "asked_label": lab,
-                "k": k,
-                "k_source": src,
-                "raw": out["text"],
-                "hit_limit": out["hit_limit"],
-            }
-            for ex, lab, k, src, out in zip(examples, labels, ks, sources, outputs, strict=True)
+            output_row(ex, role, lab, k, out.text, out.hit_limit)
+            for (ex, role, lab), k, out in zip(requests, ks, outputs, strict=True)
         ]
     )
+
+
+def output_row(
+    ex: Example, role: str, label: str | None, k: int, raw: str, hit_limit: bool
+) -> dict:
+    """One generated output as :func:`elicit_many` stores it (the columns
+    :func:`parse_outputs` reads)."""
+    return {
+        "id": ex.id,
+        "dataset": ex.dataset,
+        "role": role,
+        "asked_label": label,
+        "k": k,
+        "k_source": k_source(ex),
+        "raw": raw,
+        "hit_limit": hit_limit,
+    }
 
 
 def parse_outputs(raw: pd.DataFrame, examples_by_id: dict[str, Example]) -> pd.DataFrame:

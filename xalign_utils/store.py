@@ -166,6 +166,7 @@ def write_table(
     *,
     attribution: bool = False,
     training: bool = False,
+    guide: bool = False,
     code: CodeSpec = None,
 ) -> Path:
     """Write ``df`` with ``config_hash`` and ``seed`` columns (and ``adapter`` on a run
@@ -174,7 +175,7 @@ def write_table(
 
     ``attribution=True`` keys the table by the hash that includes the attribution
     settings, ``training=True`` by the one that includes every field (notebook 05; see
-    :meth:`RunConfig.hash`).
+    :meth:`RunConfig.hash`), ``guide=True`` by the one of notebook 06.
 
     Raises:
         ValueError: ``df`` has a ``seed`` column other than the config's seed (it would be
@@ -188,7 +189,7 @@ def write_table(
     path = table_path(cfg, stage, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = df.copy()
-    out["config_hash"] = cfg.hash(attribution=attribution, training=training)
+    out["config_hash"] = cfg.hash(attribution=attribution, training=training, guide=guide)
     out["seed"] = cfg.seed
     if cfg.adapter:  # a run on a published adapter (notebook 05) says so in every table
         out["adapter"] = cfg.adapter
@@ -231,6 +232,7 @@ def cached(
     *,
     attribution: bool = False,
     training: bool = False,
+    guide: bool = False,
     code: CodeSpec = None,
 ) -> pd.DataFrame:
     """Return the stored table when its config hash matches ``cfg`` and its code hash
@@ -245,9 +247,18 @@ def cached(
     path = table_path(cfg, stage, name)
     if path.is_file() and not force:
         df = pd.read_parquet(path)
-        key = cfg.hash(attribution=attribution, training=training)
+        key = cfg.hash(attribution=attribution, training=training, guide=guide)
         same_config = len(df) and (df["config_hash"] == key).all()
         if same_config and (code is False or df.attrs.get("code_hash") == code_hash(code)):
             return df
-    write_table(compute(), cfg, stage, name, attribution=attribution, training=training, code=code)
+    write_table(
+        compute(),
+        cfg,
+        stage,
+        name,
+        attribution=attribution,
+        training=training,
+        guide=guide,
+        code=code,
+    )
     return pd.read_parquet(path)

@@ -33,52 +33,85 @@ def word_alternatives(tokenizer, word: str) -> list[tuple[int, ...]]:
 
 
 class WordBias:
-    """Soft steering: ``alpha × weight`` added to the logits of each weighted word's tokens.
+    """Soft steering: ``alpha × weight`` added to the logits of each weighted word's tokens,
+    until the output has written the word once (a bias that stayed on would make the model
+    repeat its most attributed word instead of explaining).
 
     Args:
         weights: per prompt, ``{word: weight}`` (normalised word attributions, e.g. in
             [0, 1]); words that are not word-like (punctuation) are ignored.
-        alpha: bias in logit units for a word of weight 1 (0 leaves the scores untouched).
+        alpha: bias in logit units for a word of weight 1 (0 leaves the scores untouched);
+            one for all prompts or one per prompt (several strengths decode in one batch).
     """
 
-    def __init__(self, tokenizer, weights: Sequence[Mapping[str, float]], alpha: float):
-        self.alpha = float(alpha)
-        self.begin: list[dict[int, float]] = []
-        self.cont: list[dict[tuple[int, ...], dict[int, float]]] = []
+    def __init__(
+        self,
+        tokenizer,
+        weights: Sequence[Mapping[str, float]],
+        alpha: float | Sequence[float],
+    ):
+        n = len(weights)
+        alphas = [alpha] * n if isinstance(alpha, int | float) else list(alpha)
+        if len(alphas) != n:
+            raise ValueError(f"alpha: {len(alphas)} strengths for {n} prompts")
+        self.alphas = [float(a) for a in alphas]
+        #: per prompt: word → (weight, its tokenisations)
+        self.words: list[dict[str, tuple[float, list[tuple[int, ...]]]]] = []
         for per_prompt in weights:
-            begin: dict[int, float] = {}
-            cont: dict[tuple[int, ...], dict[int, float]] = {}
-            for word, w in per_prompt.items():
-                if w <= 0 or not _WORDLIKE.search(word):
-                    continue
-                for alt in word_alternatives(tokenizer, word):
-                    begin[alt[0]] = max(begin.get(alt[0], 0.0), w)
-                    for cut in range(1, len(alt)):
-                        nxt = cont.setdefault(alt[:cut], {})
-                        nxt[alt[cut]] = max(nxt.get(alt[cut], 0.0), w)
-            self.begin.append(begin)
-            self.cont.append(cont)
-        self.longest = max((len(p) for c in self.cont for p in c), default=0)
+            self.words.append(
+                {
+                    word: (w, word_alternatives(tokenizer, word))
+                    for word, w in per_prompt.items()
+                    if w > 0 and _WORDLIKE.search(word)
+                }
+            )
+        self.longest = max(
+            (len(a) for ws in self.words for _, alts in ws.values() for a in alts), default=0
+        )
+        self._written: dict[int, tuple[int, set[str]]] = {}  # row → (tokens seen, words)
+
+    def written(self, row: int, generated: Sequence[int]) -> set[str]:
+        """The weighted words of prompt ``row`` that ``generated`` already contains
+        (updated incrementally from the last call's length)."""
+        seen, words = self._written.get(row, (0, set()))
+        if seen > len(generated):  # a new generation for this row
+            seen, words = 0, set()
+        for end in range(seen + 1, len(generated) + 1):
+            for word, (_, alts) in self.words[row].items():
+                if word not in words and any(
+                    end >= len(a) and tuple(generated[end - len(a) : end]) == a for a in alts
+                ):
+                    words.add(word)
+        self._written[row] = (len(generated), words)
+        return words
 
     def token_bias(self, row: int, generated: Sequence[int]) -> dict[int, float]:
-        """Weight per token for the next step of prompt ``row`` (before ``alpha``)."""
-        bias = dict(self.begin[row])
-        for cut in range(1, min(self.longest, len(generated)) + 1):
-            for tok, w in self.cont[row].get(tuple(generated[-cut:]), {}).items():
-                bias[tok] = max(bias.get(tok, 0.0), w)
+        """Weight per token for the next step of prompt ``row`` (before ``alpha``): the
+        first token of every word not yet written, and the next token of a word being
+        written."""
+        done = self.written(row, generated)
+        bias: dict[int, float] = {}
+        for word, (w, alts) in self.words[row].items():
+            if word in done:
+                continue
+            for alt in alts:
+                bias[alt[0]] = max(bias.get(alt[0], 0.0), w)
+                for cut in range(1, min(len(alt), len(generated) + 1)):
+                    if tuple(generated[-cut:]) == alt[:cut]:
+                        bias[alt[cut]] = max(bias.get(alt[cut], 0.0), w)
         return bias
 
     def __call__(
         self, rows: Sequence[int], generated: Sequence[Sequence[int]], scores: torch.Tensor
     ) -> torch.Tensor:
-        if self.alpha == 0:
-            return scores
         r_idx, t_idx, vals = [], [], []
         for j, (row, gen) in enumerate(zip(rows, generated, strict=True)):
+            if self.alphas[row] == 0:
+                continue
             for tok, w in self.token_bias(row, gen).items():
                 r_idx.append(j)
                 t_idx.append(tok)
-                vals.append(self.alpha * w)
+                vals.append(self.alphas[row] * w)
         if not vals:
             return scores
         out = scores.clone()

@@ -1,0 +1,415 @@
+"""Notebook 06's tables: explanations steered toward attributed evidence, judged by
+measures the steering did not use.
+
+Decoding conditions (every role: Unbound and Top-Var lists, explain-then-predict and
+predict-then-explain), each on the first ``n_guide`` attributed examples per dataset:
+
+* ``greedy``: plain greedy decoding (α = 0), the reference; it must reproduce notebook 02;
+* ``bias α``: :class:`~xalign_utils.decoding.steering.WordBias` with the steering
+  method's word attributions (magnitude ÷ the example's largest), one row per α > 0;
+* ``extractive`` (word lists only): :class:`~xalign_utils.decoding.steering.ExtractiveList`;
+* ``constrained``: DBA beam search that must write the ``guide_k`` most attributed words.
+
+The steering method is the one-pass method notebook 04 found most faithful by erasure
+(comprehensiveness AOPC); the evaluation's consistency uses the best one-pass method of
+another family, so no condition is scored by the quantity it was steered by. The primary
+metric is the erasure faithfulness of the named words: their comprehensiveness minus that
+of as many random words (``comp_gain``), tested against greedy per dataset × role (Holm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .attribution.registry import METHODS
+from .baselines import FREE_TEXT_ROLES, WORD_LIST_ROLES, raw_rationales_name
+from .config import RunConfig
+from .consistency import rank_auc
+from .data import load_processed
+from .decoding.constrained import constrained_beam_search
+from .decoding.generation import continuation_logprobs, eos_ids
+from .decoding.steering import ExtractiveList, WordBias, word_alternatives
+from .explanations import elicit_many, output_row, parse_outputs, rationale_k
+from .prompts import render
+from .runner import attributions_name
+from .schema import Example
+from .stats import paired_tests, token_f1
+from .store import cached, read_table
+from .validation import EXPLANATIONS
+from .validation_runs import explanation_comprehensiveness_table
+
+STAGE = "06_guided_decoding"
+ROLES = (*WORD_LIST_ROLES, *FREE_TEXT_ROLES)
+GREEDY = "greedy"
+#: Methods that may steer or evaluate: attributed on every ``n_attr`` example, not nulls.
+CANDIDATES = tuple(n for n, s in METHODS.items() if s.cost == "one_pass" and s.family != "null")
+#: The primary metric and the others, reported as effect sizes with CIs.
+PRIMARY = "comp_gain"
+SECONDARY = ("rank_auc_eval", "rank_auc_steer", "f1_human", "log_ppl", "parsed", "answer_correct")
+
+
+@dataclass(frozen=True)
+class GuideInputs:
+    """What notebook 06 reads: evaluation examples (01), predicted labels (02), the
+    one-pass attributions (03, status ``ok``) and the erasure table that ranks methods (04)."""
+
+    evaluation: dict[str, list[Example]]
+    predicted: dict[str, str]
+    attributions: pd.DataFrame
+    faithfulness: pd.DataFrame
+
+
+def load_inputs(cfg: RunConfig) -> GuideInputs:
+    """Read notebook 06's inputs for ``cfg``.
+
+    Raises:
+        FileNotFoundError: an earlier notebook has not run for this profile (the message
+            names its stage).
+    """
+    evaluation = {name: load_processed(cfg.processed_dir, name, "eval") for name in cfg.datasets}
+    preds = read_table(cfg, "02_baselines", "predictions")
+    attr = read_table(cfg, "03_attribution", attributions_name(cfg))
+    faith = read_table(cfg, "04_metrics_validation", f"faithfulness_{cfg.target}_{cfg.strategy}")
+    return GuideInputs(
+        evaluation,
+        dict(zip(preds["id"], preds["pred"], strict=True)),
+        attr[attr["status"].eq("ok") & attr["method"].isin(CANDIDATES)],
+        faith,
+    )
+
+
+def choose_methods(faithfulness: pd.DataFrame) -> tuple[str, str]:
+    """``(steering, evaluation)``: the candidate with the highest mean comprehensiveness
+    AOPC in notebook 04's erasure table, and the best candidate of another family."""
+    ranked = (
+        faithfulness[faithfulness["method"].isin(CANDIDATES)]
+        .groupby("method")["comp_aopc"]
+        .mean()
+        .sort_values(ascending=False)
+    )
+    if ranked.empty:
+        raise ValueError(f"no one-pass method ({', '.join(CANDIDATES)}) in 04's erasure table")
+    steer = str(ranked.index[0])
+    other = [m for m in ranked.index if METHODS[m].family != METHODS[steer].family]
+    if not other:
+        raise ValueError(f"no candidate of a family other than {METHODS[steer].family!r}")
+    return steer, str(other[0])
+
+
+def word_weights(attributions: pd.DataFrame, method: str) -> dict[str, dict[str, float]]:
+    """Per example, ``{word: weight}``: the method's magnitude divided by the example's
+    largest (a word written twice keeps its larger weight)."""
+    out: dict[str, dict[str, float]] = {}
+    for rec in attributions[attributions["method"] == method].itertuples():
+        mags = np.asarray(rec.magnitude, dtype=float)
+        top = np.nanmax(mags) if len(mags) and np.nanmax(mags) > 0 else 1.0
+        weights: dict[str, float] = {}
+        for word, m in zip(rec.words, mags / top, strict=True):
+            weights[word] = max(weights.get(word, 0.0), float(np.nan_to_num(m)))
+        out[rec.id] = weights
+    return out
+
+
+def top_words(weights: Mapping[str, float], k: int) -> list[str]:
+    """The ``k`` most weighted word-like words."""
+    ranked = sorted(((w, word) for word, w in weights.items() if any(c.isalnum() for c in word)))
+    return [word for _, word in ranked[::-1][:k]]
+
+
+def guided_examples(cfg: RunConfig, attributions: pd.DataFrame, evaluation) -> list[Example]:
+    """The first ``n_guide`` attributed examples of each dataset."""
+    ids = set(attributions["id"])
+    return [
+        ex for exs in evaluation.values() for ex in [e for e in exs if e.id in ids][: cfg.n_guide]
+    ]
+
+
+def _budget(cfg: RunConfig, role: str) -> int:
+    return cfg.max_new_tokens if role in WORD_LIST_ROLES else 2 * cfg.max_new_tokens
+
+
+def generate_guided(
+    model,
+    tokenizer,
+    cfg: RunConfig,
+    examples: Sequence[Example],
+    predicted: Mapping[str, str],
+    weights: Mapping[str, Mapping[str, float]],
+) -> pd.DataFrame:
+    """Raw outputs of every condition: :func:`xalign_utils.explanations.elicit_many`
+    columns plus ``condition``, ``alpha`` and ``constraints_met`` (constrained only).
+    Word lists are asked about the predicted label (the label the attributions explain)."""
+    base = [(ex, role, predicted[ex.id]) for role in ROLES for ex in examples]
+    alphas = sorted(set(cfg.guide_alphas) | {0.0})
+    requests = [r for _ in alphas for r in base]
+    per_alpha = [a for a in alphas for _ in base]
+    frames = []
+    greedy_or_bias = elicit_many(
+        model,
+        tokenizer,
+        requests,
+        fixed_k=cfg.topk_fixed,
+        max_new_tokens=[_budget(cfg, role) for _, role, _ in requests],
+        batch_size=cfg.gen_batch_size,
+        processor=WordBias(tokenizer, [weights[ex.id] for ex, _, _ in requests], per_alpha),
+    )
+    cond = [GREEDY if a == 0 else f"bias α={a:g}" for a in per_alpha]
+    frames.append(greedy_or_bias.assign(condition=cond, alpha=per_alpha))
+    lists = [r for r in base if r[1] in WORD_LIST_ROLES]
+    budgets = [_budget(cfg, role) for _, role, _ in lists]
+    extractive = elicit_many(
+        model,
+        tokenizer,
+        lists,
+        fixed_k=cfg.topk_fixed,
+        max_new_tokens=budgets,
+        batch_size=cfg.gen_batch_size,
+        processor=ExtractiveList(
+            tokenizer, [ex.flat_words() for ex, _, _ in lists], budgets, tokenizer.eos_token_id
+        ),
+    )
+    frames.append(extractive.assign(condition="extractive", alpha=0.0))
+    frames.append(_constrained(model, tokenizer, cfg, base, weights))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _constrained(model, tokenizer, cfg, requests, weights) -> pd.DataFrame:
+    """The ``constrained`` condition's rows: beam search that must write the top
+    ``guide_k`` attributed words (lists and free text with their own budgets)."""
+    rows = []
+    for roles in (WORD_LIST_ROLES, FREE_TEXT_ROLES):
+        part = [r for r in requests if r[1] in roles]
+        ks = [rationale_k(ex, cfg.topk_fixed) for ex, _, _ in part]
+        outs = constrained_beam_search(
+            model,
+            tokenizer,
+            [
+                render(tokenizer, ex, role, label=lab, k=k).input_ids
+                for (ex, role, lab), k in zip(part, ks, strict=True)
+            ],
+            [
+                [word_alternatives(tokenizer, w) for w in top_words(weights[ex.id], cfg.guide_k)]
+                for ex, _, _ in part
+            ],
+            num_beams=cfg.guide_beams,
+            max_new_tokens=_budget(cfg, roles[0]),
+            batch_size=max(1, cfg.gen_batch_size // cfg.guide_beams),
+        )
+        rows += [
+            output_row(
+                ex,
+                role,
+                lab,
+                k,
+                tokenizer.decode(out.tokens, skip_special_tokens=True).strip(),
+                out.hit_limit,
+            )
+            | {
+                "condition": "constrained",
+                "alpha": 0.0,
+                "constraints_met": float(np.mean(out.met)) if out.met else np.nan,
+            }  # fmt: skip
+            for (ex, role, lab), k, out in zip(part, ks, outs, strict=True)
+        ]
+    return pd.DataFrame(rows)
+
+
+def run_generation(cfg: RunConfig, model, tokenizer, examples, predicted, weights) -> pd.DataFrame:
+    """:func:`generate_guided`, stored as ``guided_raw`` and reused."""
+    return cached(
+        cfg,
+        STAGE,
+        "guided_raw",
+        lambda: generate_guided(model, tokenizer, cfg, examples, predicted, weights),
+        guide=True,
+        code=["guided_runs", "decoding", "explanations"],
+    )
+
+
+def reproduces_02(cfg: RunConfig, guided: pd.DataFrame) -> pd.DataFrame:
+    """The greedy rows beside notebook 02's outputs for the same prompts: one row per
+    role with ``n`` compared and ``identical``."""
+    greedy = guided[guided["condition"] == GREEDY]
+    lists = read_table(cfg, "02_baselines", raw_rationales_name(cfg)).drop_duplicates(
+        ["id", "role", "asked_label"]
+    )
+    free = read_table(cfg, "02_baselines", "explanations_raw")
+    both = pd.concat(
+        [
+            greedy.merge(
+                lists[["id", "role", "asked_label", "raw"]],
+                on=["id", "role", "asked_label"],
+                suffixes=("", "_02"),
+            ),
+            greedy.merge(free[["id", "role", "raw"]], on=["id", "role"], suffixes=("", "_02")),
+        ]
+    )
+    both = both.assign(identical=both["raw"] == both["raw_02"])
+    return (
+        both.groupby("role", sort=False)["identical"].agg(n="size", identical="sum").reset_index()
+    )
+
+
+def reproduction_sentence(reproduced: pd.DataFrame) -> str:
+    """One sentence on whether greedy decoding here equals notebook 02's outputs."""
+    n, same = int(reproduced["n"].sum()), int(reproduced["identical"].sum())
+    verdict = "reproduces" if n and same == n else "does not reproduce"
+    return f"Greedy decoding here {verdict} notebook 02: {same} of {n} outputs identical."
+
+
+def explanation_key(frame: pd.DataFrame) -> pd.Series:
+    """``<explanation type> | <condition>``: one name per role × condition."""
+    return frame["role"].map(EXPLANATIONS) + " | " + frame["condition"]
+
+
+def evaluate_guided(
+    model,
+    tokenizer,
+    cfg: RunConfig,
+    guided: pd.DataFrame,
+    examples: Sequence[Example],
+    attributions: pd.DataFrame,
+    methods: tuple[str, str],
+) -> pd.DataFrame:
+    """Every output's measures (one row per example × role × condition).
+
+    Columns: the parsed output (:func:`xalign_utils.explanations.parse_outputs`), then
+    ``n_named``, ``parsed`` (a list that parses; free text with an explanation),
+    ``rank_auc_eval`` / ``rank_auc_steer`` (consistency with the evaluation / steering
+    method), ``f1_human`` (token F1 with the human rationale), ``n_tokens`` and ``log_ppl``
+    (mean negative log-probability of the output under the unsteered model),
+    ``answer_correct`` (free text: the answer it states is gold; no answer counts as
+    wrong), ``comp`` / ``comp_random`` (comprehensiveness of the named words and of as
+    many random words) and the primary ``comp_gain``.
+    """
+    steer, evaluate = methods
+    by_id = {ex.id: ex for ex in examples}
+    table = parse_outputs(guided, by_id)
+    mags = {
+        (r.id, r.method): np.asarray(r.magnitude, dtype=float)
+        for r in attributions[attributions["method"].isin(methods)].itertuples()
+    }
+    table["n_named"] = table["positions"].map(len)
+    is_list = table["role"].isin(WORD_LIST_ROLES)
+    table["parsed"] = np.where(
+        is_list, ~table["parse_failure"].fillna(True).astype(bool),
+        ~table["empty_explanation"].fillna(True).astype(bool),
+    ).astype(float)  # fmt: skip
+    for col, method in (("rank_auc_eval", evaluate), ("rank_auc_steer", steer)):
+        table[col] = [
+            rank_auc(mags[(i, method)], list(p)) if len(p) else np.nan
+            for i, p in zip(table["id"], table["positions"], strict=True)
+        ]
+    table["f1_human"] = [
+        token_f1(list(p), by_id[i].flat_rationale()) if by_id[i].rationale else np.nan
+        for i, p in zip(table["id"], table["positions"], strict=True)
+    ]
+    gold = table["id"].map(lambda i: by_id[i].label)
+    table["answer_correct"] = np.where(is_list, np.nan, (table.get("answer") == gold).astype(float))
+    _fluency(model, tokenizer, cfg, table, by_id)
+    table["explanation"] = explanation_key(table)
+    table["type"] = table["role"].map(EXPLANATIONS)
+    comp = explanation_comprehensiveness_table(
+        model,
+        tokenizer,
+        {d: [ex for ex in examples if ex.dataset == d] for d in cfg.datasets},
+        table[["id", "explanation", "positions"]],
+        {ex.id: len(ex.flat_words()) for ex in examples},
+        n_faith=cfg.n_guide,
+        seed=cfg.seed,
+        strategy=cfg.strategy,
+        mask_text=cfg.mask_text,
+        batch_size=cfg.batch_size,
+    )
+    wide = comp.pivot_table(
+        index=["id", "explanation"], columns="kind", values="explanation_comp", dropna=False
+    ).rename(columns={"explanation": "comp", "random": "comp_random"})
+    table = table.merge(wide.reset_index(), on=["id", "explanation"], how="left")
+    table["comp_gain"] = table["comp"] - table["comp_random"]
+    return table
+
+
+def _fluency(model, tokenizer, cfg: RunConfig, table: pd.DataFrame, by_id) -> None:
+    """Add ``n_tokens`` and ``log_ppl`` (unsteered model, teacher-forced) to ``table``."""
+    prompts = [
+        render(tokenizer, by_id[r.id], r.role, label=r.asked_label, k=r.k).input_ids
+        for r in table.itertuples()
+    ]
+    conts = [tokenizer.encode(t, add_special_tokens=False) for t in table["raw"]]
+    ends = eos_ids(model, tokenizer)
+    conts = [[t for t in c if t not in ends] for c in conts]
+    logps = continuation_logprobs(
+        model,
+        tokenizer,
+        prompts,
+        conts,
+        batch_size=cfg.gen_batch_size,
+        groups=list(zip(table["id"], table["role"], table["asked_label"], strict=True)),
+    )
+    table["n_tokens"] = [len(c) for c in conts]
+    table["log_ppl"] = [-float(lp.mean()) if len(lp) else np.nan for lp in logps]
+
+
+def run_evaluation(cfg: RunConfig, model, tokenizer, guided, examples, attributions, methods):
+    """:func:`evaluate_guided`, stored as ``guided_measures`` and reused."""
+    return cached(
+        cfg,
+        STAGE,
+        "guided_measures",
+        lambda: evaluate_guided(model, tokenizer, cfg, guided, examples, attributions, methods),
+        guide=True,
+        code=["guided_runs", "decoding", "explanations", "faithfulness"],
+    )
+
+
+def guided_tests(table: pd.DataFrame) -> pd.DataFrame:
+    """Each condition against greedy per dataset × explanation type, paired on examples:
+    the primary ``comp_gain`` Holm-corrected over the table, the rest exploratory effect
+    sizes."""
+    return paired_tests(
+        table,
+        ["dataset", "type"],
+        [PRIMARY, *SECONDARY],
+        condition="condition",
+        reference=GREEDY,
+        primary=PRIMARY,
+    )
+
+
+def pooled_effects(table: pd.DataFrame) -> pd.DataFrame:
+    """Each condition against greedy per dataset, roles pooled (pairs are example ×
+    role, clustered by example), for the trade-off figure: effect sizes with CIs."""
+    return paired_tests(
+        table,
+        ["dataset"],
+        [PRIMARY, *SECONDARY],
+        condition="condition",
+        reference=GREEDY,
+        unit=["id", "role"],
+        cluster="id",
+        primary=False,
+    )
+
+
+def example_gallery(table: pd.DataFrame, weights, per_dataset: int = 2) -> pd.DataFrame:
+    """Explain-then-predict outputs before and after steering, chosen by rule: per
+    dataset, the examples whose consistency with the evaluation method rose most from
+    greedy to the strongest bias; with the steering method's top words."""
+    etp = table[table["role"] == "explain_then_predict"]
+    strongest = etp.loc[etp["alpha"] == etp["alpha"].max(), "condition"].iloc[0]
+    wide = etp.pivot_table(
+        index=["dataset", "id"], columns="condition", values="raw", aggfunc="first"
+    )
+    auc = etp.pivot_table(
+        index=["dataset", "id"], columns="condition", values="rank_auc_eval", dropna=False
+    ).reindex(columns=[GREEDY, strongest])
+    gain = (auc[strongest] - auc[GREEDY]).rename("rank_auc_gain")
+    rows = wide.join(gain).reset_index().sort_values("rank_auc_gain", ascending=False)
+    rows = rows.groupby("dataset", sort=False).head(per_dataset)
+    rows.insert(2, "top words", rows["id"].map(lambda i: ", ".join(top_words(weights[i], 5))))
+    cols = ["dataset", "id", "top words", GREEDY, strongest, "constrained", "rank_auc_gain"]
+    return rows[[c for c in cols if c in rows]].reset_index(drop=True)
