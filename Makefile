@@ -113,9 +113,10 @@ $(INSEQ_OVERLAY)/inseq: $(STAMP)
 	  wadler-lindig==0.1.8
 
 .PHONY: bench
-bench: $(INSEQ_OVERLAY)/inseq ## attribution vs Inseq and Captum, training step vs PEFT + Trainer (bench/)
+bench: $(INSEQ_OVERLAY)/inseq ## attribution vs Inseq/Captum, training step vs PEFT + Trainer, generation paths (bench/)
 	N_PROMPTS=$${N_PROMPTS:-32} $(PY) bench/bench_attribution.py
 	$(PY) bench/bench_training.py
+	$(PY) bench/bench_generation.py
 
 .PHONY: lint
 lint: $(STAMP) ## format and lint with ruff

@@ -55,6 +55,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "runner planted checks baselines metric_tables validation_runs training_runs regularised_runs "
         "guided_runs",
         "reports plots summary training_plots guided_plots",
+        "analysis",
     )
 )
 #: Modules whose package imports are limited to these (stricter than their layer).

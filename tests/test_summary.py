@@ -163,6 +163,23 @@ def _tables(tmp_path: Path) -> Path:
             "can_reject": [True, True],
         }
     ).to_csv(d / "05_regularised_tests.csv", index=False)
+    pd.DataFrame({"role": ["rationale_topk"], "n": [20], "identical": [19]}).to_csv(
+        d / "06_reproduces_02.csv", index=False
+    )
+    pd.DataFrame(
+        {
+            "dataset": ["esnli"], "type": ["Top-Var list"], "condition": ["bias α=4"],
+            "metric": ["comp_gain"], "role": ["primary"], "n": [20], "mean_diff": [0.05],
+            "diff_ci_low": [0.01], "diff_ci_high": [0.09], "reject": [True], "can_reject": [True],
+        }
+    ).to_csv(d / "06_guided_tests.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "dataset": ["esnli", "esnli"], "condition": ["bias α=4", "extractive"],
+            "metric": ["log_ppl", "log_ppl"], "mean_diff": [0.3, 1.2],
+            "diff_ci_low": [0.1, 0.9], "diff_ci_high": [0.5, 1.5],
+        }
+    ).to_csv(d / "06_guided_effects.csv", index=False)  # fmt: skip
     return d
 
 
@@ -184,6 +201,9 @@ def test_block_carries_values_cis_n_and_tables(tmp_path):
         in text
     )
     assert "+0.04 [0.01, 0.07] n=20 **✓**" in text and "+0.01 [-0.02, 0.03] n=20 |" in text
+    assert "reproduced notebook 02 for 19 of 20 outputs" in text
+    assert "| Top-Var list, bias α=4 | +0.05 [0.01, 0.09] n=20 **✓** |" in text
+    assert "| e-SNLI: log-perplexity | +0.30 [0.10, 0.50] | +1.20 [0.90, 1.50] |" in text
     for name in ("02_task_performance", "04_consistency_primary", "05_regularised_tests"):
         assert f"`{name}`" in text
 

@@ -1,0 +1,93 @@
+"""Notebook 07's tables from the committed tables: the main table's sources, the paper
+side-by-side's traceability, LaTeX macros that are valid and equal their tables, and a
+missing table that names its notebook."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pandas as pd
+import pytest
+
+from xalign_utils import analysis
+from xalign_utils.config import FIGURES_DIR, REFERENCE_DIR, TABLES_DIR
+from xalign_utils.summary import MissingTableError
+
+MACRO = re.compile(r"^\\newcommand\{\\([A-Za-z]+)\}\{(-?[\d.]+|--)\}$")
+
+
+@pytest.fixture(scope="module")
+def main() -> pd.DataFrame:
+    return analysis.main_results(TABLES_DIR)
+
+
+def test_macro_stems_are_letters_only():
+    assert analysis.macro_stem("regularised λ=0.1") == "RegularisedLamZeroPointOne"
+    assert analysis.macro_stem("sst2") == "SstTwo"
+    assert analysis.macro_stem("fine-tuned") == "FineTuned"
+
+
+def test_main_table_names_a_source_for_every_number(main):
+    assert set(main["model"]) >= {"base", "fine-tuned"}
+    assert main["table"].notna().all() and main["value"].notna().mean() > 0.8
+    base_acc = main[(main["model"] == "base") & (main["measure"] == "accuracy")]
+    perf = pd.read_csv(TABLES_DIR / "02_task_performance.csv", header=[0, 1])
+    esnli = perf[perf.iloc[:, 0] == "esnli"].iloc[0]
+    assert base_acc.set_index("dataset").loc["esnli", "value"] == pytest.approx(
+        analysis.parse_ci(esnli[("accuracy", "model")])[0]
+    )
+
+
+def test_numbers_tex_is_valid_latex_and_equals_the_tables(main):
+    numbers = analysis.numbers(main)
+    tex = analysis.numbers_tex(numbers)
+    names = []
+    values = {}
+    for line in tex.splitlines():
+        if line.startswith("%"):
+            continue
+        match = MACRO.match(line)
+        assert match, line
+        names.append(match.group(1))
+        values[match.group(1)] = match.group(2)
+    assert len(names) == len(set(names)) == 4 * len(numbers)
+    for r in numbers.itertuples():
+        if pd.isna(r.value):
+            assert values[r.macro] == "--"
+        else:
+            assert float(values[r.macro]) == pytest.approx(r.value, abs=5e-4)
+        if pd.notna(r.n):
+            assert values[r.macro + "N"] == f"{r.n:.0f}"
+
+
+def test_committed_numbers_tex_matches_the_committed_tables(main):
+    path = FIGURES_DIR / "numbers.tex"
+    if not path.exists():
+        pytest.skip("figures/numbers.tex is written by notebook 07 (make figures)")
+    assert path.read_text() == analysis.numbers_tex(analysis.numbers(main))
+
+
+def test_paper_numbers_are_the_reference_csvs(main):
+    reference = pd.read_csv(REFERENCE_DIR / "fayyaz2024_tables.csv")
+    side = analysis.fayyaz_side_by_side(TABLES_DIR, main, reference)
+    for r in side.to_dict("records"):
+        for model in analysis.OPEN_MODELS:
+            ref = reference[
+                (reference["table"] == r["table"]) & (reference["stage"] == r["stage"])
+                & (reference["method"] == r["method"]) & (reference["model"] == model)
+                & (reference["dataset"] == "esnli") & (reference["selection"] == "Top-Var")
+            ]  # fmt: skip
+            if len(ref):
+                assert r[model] == pytest.approx(ref["value"].iloc[0] / 100)
+    directions = analysis.fayyaz_directions(side)
+    assert set(directions["here"]) <= {"yes", "no", "not measured"}
+    assert directions["paper"].str.fullmatch(r"\d of 3 models").all()
+
+
+def test_a_missing_table_names_the_notebook_that_writes_it(tmp_path):
+    tables = tmp_path / "tables"
+    shutil.copytree(TABLES_DIR, tables)
+    (tables / "04_faithfulness.csv").unlink()
+    with pytest.raises(MissingTableError, match="notebook 04"):
+        analysis.main_results(tables)

@@ -1,0 +1,313 @@
+"""Notebook 07: the results chapter, from the stored tables of notebooks 02-06 only.
+
+* :func:`main_results`: model (base, fine-tuned, each regularised λ) × dataset × measure,
+  each with its CI, n and the table it comes from;
+* :func:`fayyaz_side_by_side`: Fayyaz et al. (2024) Tables 2 and 4 beside ours, and
+  :func:`fayyaz_directions`: whether each of their findings points the same way here;
+* :func:`numbers_tex`: one LaTeX macro per headline number (value, CI low/high, n), so a
+  thesis's text follows the run; :func:`figures_readme`: every figure and table with a
+  caption computed from it and the notebook that writes it.
+
+Every table is read with :func:`xalign_utils.summary.read_table`, which names the
+notebook to run when one is missing. Nothing here loads a model.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .summary import read_table
+
+#: The attribution method of Fayyaz et al.'s comparisons and of notebook 05's metrics.
+METHOD = "input_x_gradient"
+#: Their method names → ours (``Prompting`` is the model's own list).
+PAPER_METHODS = {"Attention": "attention", "Saliency": "saliency", "Input×Grad": METHOD,
+                 "Random": "random"}  # fmt: skip
+#: Their open models (fine-tuned and attributed; the GPT models were only prompted).
+OPEN_MODELS = ("Mistral-7B Instruct-v0.2", "Llama-2-7b chat", "Llama-3-8B Instruct")
+#: Measures of the main table, in order, with their LaTeX macro stems.
+MEASURES = {
+    "accuracy": "Acc",
+    "macro_f1": "MacroFOne",
+    "prompted_topvar_f1": "PromptedFOne",
+    "ixg_topvar_f1": "IxgFOne",
+    "ixg_iou_f1": "IxgIouFOne",
+    "ixg_auprc": "IxgAuprc",
+    "ixg_comp_aopc": "IxgComp",
+    "ixg_flip_rate": "IxgFlip",
+    "ixg_rank_auc_vs_null": "IxgRankAucVsNull",
+    "rank_auc": "RankAuc",
+}
+_CI = re.compile(r"^\s*(-?[\d.]+)\s*\[(-?[\d.]+),\s*(-?[\d.]+)\]\s*$")
+
+
+def parse_ci(cell: str, scale: float = 100.0) -> tuple[float, float, float]:
+    """``(value, low, high)`` of a formatted ``"28.0 [21.5, 34.0]"`` cell, divided by
+    ``scale`` (notebook 02's tables print percentages)."""
+    match = _CI.match(str(cell))
+    if not match:
+        raise ValueError(f"not a 'value [low, high]' cell: {cell!r}")
+    return tuple(float(g) / scale for g in match.groups())  # type: ignore[return-value]
+
+
+def _row(model, dataset, measure, value, low, high, n, table) -> dict:
+    return {"model": model, "dataset": dataset, "measure": measure, "value": value,
+            "ci_low": low, "ci_high": high, "n": n, "table": table}  # fmt: skip
+
+
+def _base_rows(tables_dir: Path) -> list[dict]:
+    rows = []
+    perf = read_table(tables_dir, "02_task_performance", header=[0, 1])
+    for _, r in perf.iterrows():
+        dataset, n = r.iloc[0], r.iloc[-1]
+        for measure in ("accuracy", "macro_f1"):
+            v, lo, hi = parse_ci(r[(measure, "model")])
+            rows.append(_row("base", dataset, measure, v, lo, hi, n, "02_task_performance"))
+    align = read_table(tables_dir, "02_human_alignment").set_index("system")
+    for dataset in align.columns:
+        v, lo, hi = parse_ci(align.loc["Top-Var", dataset])
+        rows.append(_row("base", dataset, "prompted_topvar_f1", v, lo, hi, np.nan,
+                         "02_human_alignment"))  # fmt: skip
+    for name, measures in (
+        ("04_plausibility", {"topvar_f1": "ixg_topvar_f1", "iou_f1": "ixg_iou_f1",
+                             "auprc": "ixg_auprc"}),
+        ("04_faithfulness", {"comp_aopc": "ixg_comp_aopc"}),
+    ):  # fmt: skip
+        table = read_table(tables_dir, name)
+        table = table[(table["method"] == METHOD) & table["metric"].isin(measures)]
+        rows += [
+            _row("base", r.dataset, measures[r.metric], r.value, r.ci_low, r.ci_high, r.n, name)
+            for r in table.itertuples()
+        ]
+    flips = read_table(tables_dir, "04_table4_flip_rates")
+    rows += [
+        _row("base", r.dataset, "ixg_flip_rate", r.value, r.ci_low, r.ci_high, r.n,
+             "04_table4_flip_rates")
+        for r in flips[flips["selection"] == METHOD].itertuples()
+    ]  # fmt: skip
+    null = read_table(tables_dir, "04_consistency_vs_best_null")
+    null = null[(null["method"] == METHOD) & (null["explanation"] == "Top-Var list")]
+    rows += [
+        _row("base", "all", "ixg_rank_auc_vs_null", r.value, r.ci_low, r.ci_high, r.n,
+             "04_consistency_vs_best_null")
+        for r in null[null["metric"] == "rank_auc"].itertuples()
+    ]  # fmt: skip
+    return rows
+
+
+def _trained_rows(tables_dir: Path) -> list[dict]:
+    rows = []
+    ckpt = read_table(tables_dir, "05_checkpoints")
+    last = ckpt[ckpt["step"] == ckpt.groupby("run")["step"].transform("max")]
+    for r in last.to_dict("records"):
+        for col, measure in (("correct", "accuracy"), ("align_ixg", "ixg_topvar_f1"),
+                             ("align_prompted", "prompted_topvar_f1"),
+                             ("flipped", "ixg_flip_rate")):  # fmt: skip
+            if pd.notna(r[col]):
+                rows.append(_row("fine-tuned", r["dataset"], measure, r[col], r[f"{col}_lo"],
+                                 r[f"{col}_hi"], r[f"{col}_n"], "05_checkpoints"))  # fmt: skip
+        rows.append(_row("fine-tuned", r["dataset"], "macro_f1", r["macro_f1"], np.nan, np.nan,
+                         r["n"], "05_checkpoints"))  # fmt: skip
+    reg = read_table(tables_dir, "05_regularised")
+    names = {"correct": "accuracy", "topvar_f1": "ixg_topvar_f1", "comp_aopc": "ixg_comp_aopc",
+             "rank_auc": "rank_auc"}  # fmt: skip
+    rows += [
+        _row(f"regularised λ={r.lam:g}", r.dataset, names[r.metric], r.value, r.ci_low,
+             r.ci_high, r.n, "05_regularised")
+        for r in reg[reg["metric"].isin(names)].itertuples()
+    ]  # fmt: skip
+    return rows
+
+
+def main_results(tables_dir: Path) -> pd.DataFrame:
+    """Model × dataset × measure (:data:`MEASURES`), value with its CI, n and source table.
+
+    Attribution measures are Input×Grad's (:data:`METHOD`), as in Fayyaz et al. and
+    notebook 05; regularised models are scored with occlusion-based erasure in 05, so
+    their ``ixg_comp_aopc`` row is that table's comprehensiveness (named in ``table``).
+    """
+    rows = _base_rows(Path(tables_dir)) + _trained_rows(Path(tables_dir))
+    out = pd.DataFrame(rows)
+    out["measure"] = pd.Categorical(out["measure"], list(MEASURES), ordered=True)
+    return out.sort_values(["measure", "dataset", "model"], kind="stable").reset_index(drop=True)
+
+
+def _ours_esnli(tables_dir: Path, main: pd.DataFrame) -> dict[tuple[str, str, str], pd.Series]:
+    """Our e-SNLI numbers keyed like the paper's rows: ``(table, stage, method)``."""
+    out: dict[tuple[str, str, str], pd.Series] = {}
+    esnli = (
+        main[main["dataset"] == "esnli"].astype({"measure": str}).set_index(["model", "measure"])
+    )
+    for stage, model in (("pretrained", "base"), ("finetuned", "fine-tuned")):
+        for table, method, measure in (
+            ("2_alignment_f1", "Prompting", "prompted_topvar_f1"),
+            ("2_alignment_f1", "Input×Grad", "ixg_topvar_f1"),
+            ("4_flip_rate_pct", "Input×Grad", "ixg_flip_rate"),
+        ):
+            if (model, measure) in esnli.index:
+                out[(table, stage, method)] = esnli.loc[(model, measure)]
+    plaus = read_table(tables_dir, "04_plausibility")
+    plaus = plaus[(plaus["dataset"] == "esnli") & (plaus["metric"] == "topvar_f1")]
+    flips = read_table(tables_dir, "04_table4_flip_rates")
+    flips = flips[flips["dataset"] == "esnli"]
+    for paper, ours in PAPER_METHODS.items():
+        for table, frame, column in (("2_alignment_f1", plaus, "method"),
+                                     ("4_flip_rate_pct", flips, "selection")):  # fmt: skip
+            hit = frame[frame[column] == ours]
+            if len(hit):
+                out.setdefault((table, "pretrained", paper), hit.iloc[0])
+    for paper in ("Prompting", "Human", "All"):
+        hit = flips[flips["selection"] == paper]
+        if len(hit):
+            out.setdefault(("4_flip_rate_pct", "pretrained", paper), hit.iloc[0])
+    return out
+
+
+def fayyaz_side_by_side(
+    tables_dir: Path, main: pd.DataFrame, reference: pd.DataFrame
+) -> pd.DataFrame:
+    """Their Tables 2 (Top-Var alignment F1) and 4 (flip rate) beside ours, on e-SNLI
+    (the one dataset both evaluate), pretrained and fine-tuned.
+
+    Returns ``table``, ``stage``, ``method``, ``ours`` (value [CI]; proportions),
+    ``ours_value``, ``n``, one column per paper model (proportions, from the reference
+    CSV's percentages) and ``paper_min`` / ``paper_max`` over their models. Ours is "—"
+    where this compendium does not measure it (e.g. attention after fine-tuning).
+    """
+    ours = _ours_esnli(Path(tables_dir), main)
+    ref = reference[
+        reference["table"].isin(["2_alignment_f1", "4_flip_rate_pct"])
+        & (reference["dataset"] == "esnli")
+        & (reference["selection"] == "Top-Var")
+    ]
+    rows = []
+    for (table, stage, method), grp in ref.groupby(["table", "stage", "method"], sort=False):
+        hit = ours.get((table, stage, method))
+        values = (grp.set_index("model")["value"] / 100).to_dict()
+        rows.append(
+            {
+                "table": table,
+                "stage": stage,
+                "method": method,
+                "ours": "—" if hit is None
+                else f"{hit['value']:.2f} [{hit['ci_low']:.2f}, {hit['ci_high']:.2f}]",
+                "ours_value": np.nan if hit is None else float(hit["value"]),
+                "n": np.nan if hit is None else hit["n"],
+                **values,
+                "paper_min": grp["value"].min() / 100,
+                "paper_max": grp["value"].max() / 100,
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+#: Findings of Fayyaz et al. checked here: ``(finding, table, higher, lower)`` with
+#: ``higher``/``lower`` = ``(stage, method)`` rows of the side-by-side table; a finding
+#: holds when the first is larger.
+FINDINGS = (
+    ("Input×Grad aligns better than the prompted list (pretrained)", "2_alignment_f1",
+     ("pretrained", "Input×Grad"), ("pretrained", "Prompting")),
+    ("attribution aligns better than the prompted list after fine-tuning", "2_alignment_f1",
+     ("finetuned", "Input×Grad"), ("finetuned", "Prompting")),
+    ("fine-tuning raises Input×Grad's alignment", "2_alignment_f1",
+     ("finetuned", "Input×Grad"), ("pretrained", "Input×Grad")),
+    ("masking Input×Grad's words flips more than masking the prompted list", "4_flip_rate_pct",
+     ("pretrained", "Input×Grad"), ("pretrained", "Prompting")),
+    ("masking Input×Grad's words flips more than masking random words", "4_flip_rate_pct",
+     ("pretrained", "Input×Grad"), ("pretrained", "Random")),
+    ("fine-tuning raises Input×Grad's flip rate", "4_flip_rate_pct",
+     ("finetuned", "Input×Grad"), ("pretrained", "Input×Grad")),
+)  # fmt: skip
+
+
+def fayyaz_directions(side: pd.DataFrame, models: tuple[str, ...] = OPEN_MODELS) -> pd.DataFrame:
+    """Each :data:`FINDINGS` row: in how many of their ``models`` it holds, whether it
+    holds here (``yes``/``no``; ``not measured`` when a number is missing; point
+    estimates, their CIs are in the side-by-side table) and whether the direction
+    reproduces (holds here and in most of their models)."""
+    rows = []
+    for finding, table, hi, lo in FINDINGS:
+        part = side[side["table"] == table].set_index(["stage", "method"])
+        if hi not in part.index or lo not in part.index:
+            continue
+        a, b = part.loc[hi], part.loc[lo]
+        paper = [bool(a[m] > b[m]) for m in models if pd.notna(a.get(m)) and pd.notna(b.get(m))]
+        ours_a, ours_b = a["ours_value"], b["ours_value"]
+        here = "not measured" if pd.isna(ours_a) or pd.isna(ours_b) else (
+            "yes" if ours_a > ours_b else "no")  # fmt: skip
+        rows.append(
+            {
+                "finding": finding,
+                "table": table,
+                "paper": f"{sum(paper)} of {len(paper)} models",
+                "here": here,
+                "reproduces": here == "yes" and sum(paper) > len(paper) / 2,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+_DIGITS = "Zero One Two Three Four Five Six Seven Eight Nine".split()
+
+
+def macro_stem(text: str) -> str:
+    """Letters-only CamelCase of ``text`` (digits spelled out, ``.`` as ``Point``), as
+    LaTeX macro names allow: ``regularised λ=0.1`` → ``RegularisedLamZeroPointOne``."""
+    text = text.replace("λ", " lam ").replace(".", " point ").replace("-", " ")
+    words = re.findall(r"[A-Za-z]+|\d", text)
+    return "".join(_DIGITS[int(w)] if w.isdigit() else w[:1].upper() + w[1:] for w in words)
+
+
+def numbers(main: pd.DataFrame) -> pd.DataFrame:
+    """One row per macro: ``macro`` (``\\xaAccEsnliBase`` …), ``value``, ``ci_low``,
+    ``ci_high``, ``n`` and the source ``table``."""
+    out = main.assign(
+        macro=[
+            "xa" + MEASURES[m] + macro_stem(d) + macro_stem(model)
+            for m, d, model in zip(main["measure"], main["dataset"], main["model"], strict=True)
+        ]
+    )
+    if out["macro"].duplicated().any():
+        raise ValueError(
+            f"duplicate macro names: {sorted(out.loc[out['macro'].duplicated(), 'macro'])}"
+        )
+    return out[["macro", "value", "ci_low", "ci_high", "n", "table"]]
+
+
+def numbers_tex(numbers_table: pd.DataFrame, digits: int = 3) -> str:
+    """``\\newcommand`` lines: ``\\<macro>`` (value), ``…Lo``, ``…Hi``, ``…N``; a missing
+    number prints as ``--``."""
+
+    def fmt(v: float, n_digits: int) -> str:
+        return "--" if pd.isna(v) else f"{v:.{n_digits}f}"
+
+    lines = ["% Generated by notebook 07 (`make figures`) from figures/tables/; do not edit."]
+    for r in numbers_table.itertuples():
+        lines.append(f"% {r.table}")
+        for suffix, v, d in (("", r.value, digits), ("Lo", r.ci_low, digits),
+                             ("Hi", r.ci_high, digits), ("N", r.n, 0)):  # fmt: skip
+            lines.append(f"\\newcommand{{\\{r.macro}{suffix}}}{{{fmt(v, d)}}}")
+    return "\n".join(lines) + "\n"
+
+
+def figures_readme(figures_dir: Path, tables_dir: Path) -> str:
+    """Markdown listing every figure and table with a caption computed from it (a
+    table's size and columns, a figure's formats) and the notebook that writes it."""
+    lines = ["# Figures and tables", "",
+             "Generated by notebook 07 (`make figures`); each entry names the notebook that "
+             "writes it (`make NN` re-runs it).", "", "## Figures", ""]  # fmt: skip
+    for stem in sorted({p.stem for p in Path(figures_dir).glob("[0-9][0-9]_*.pdf")}):
+        formats = sorted(p.suffix[1:] for p in Path(figures_dir).glob(f"{stem}.*"))
+        lines.append(f"- `{stem}` ({', '.join(formats)}): notebook {stem[:2]} (`make {stem[:2]}`).")
+    lines += ["", "## Tables", ""]
+    for path in sorted(Path(tables_dir).glob("[0-9][0-9]_*.csv")):
+        table = pd.read_csv(path)
+        cols = ", ".join(map(str, table.columns[:6])) + (" …" if table.shape[1] > 6 else "")
+        lines.append(f"- `{path.stem}` (csv{', tex' if path.with_suffix('.tex').exists() else ''}):"
+                     f" {len(table)} rows × {table.shape[1]} columns ({cols});"
+                     f" notebook {path.stem[:2]} (`make {path.stem[:2]}`).")  # fmt: skip
+    return "\n".join(lines) + "\n"
