@@ -153,3 +153,21 @@ def test_runtime_bars_and_attribution_heatmaps():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["saliency", "random"]
     for fig in figs.values():
         plt.close(fig)
+
+
+def test_method_plots_group_families_and_set_nulls_apart():
+    import numpy as np
+    import pandas as pd
+
+    from xalign_utils.plots import attribution_heatmap, method_order
+
+    assert method_order(["random", "saliency", "lime", "attention"]) == [
+        "attention", "saliency", "lime", "random",
+    ]  # fmt: skip
+    scores = pd.DataFrame(
+        {"method": ["random", "saliency", "attention"], "magnitude": [np.ones(3)] * 3}
+    )
+    fig = attribution_heatmap(scores, ["a", "b", "c"])
+    ticks = fig.axes[0].get_yticklabels()
+    assert [t.get_text() for t in ticks] == ["attention", "saliency", "random"]
+    assert [t.get_fontstyle() for t in ticks] == ["normal", "normal", "italic"]

@@ -17,9 +17,34 @@ import pandas as pd
 import seaborn as sns
 from sklearn.metrics import confusion_matrix
 
+from .attribution.registry import METHODS
 from .schema import Example
 
 COLUMN_WIDTH_IN = 5.9  # 15 cm
+#: Order of method families in every method plot; null controls last, drawn in grey italics.
+FAMILY_ORDER = ("attention", "gradient", "perturbation", "noise", "null")
+
+
+def method_order(methods: Sequence[str]) -> list[str]:
+    """``methods`` grouped by family (:data:`FAMILY_ORDER`, registry order within one)."""
+    unique = list(dict.fromkeys(methods))
+    known = list(METHODS)
+
+    def key(name: str) -> tuple[int, int]:
+        if name not in METHODS:
+            return len(FAMILY_ORDER), unique.index(name)
+        return FAMILY_ORDER.index(METHODS[name].family), known.index(name)
+
+    return sorted(unique, key=key)
+
+
+def mark_nulls(labels) -> None:
+    """Grey italic tick labels for the null controls (random, position, length, rarity)."""
+    for tick in labels:
+        spec = METHODS.get(tick.get_text())
+        if spec is not None and spec.family == "null":
+            tick.set_color("0.45")
+            tick.set_fontstyle("italic")
 
 
 def set_theme() -> None:
@@ -88,6 +113,8 @@ def attribution_heatmap(
         human: positions of human-rationale words (underlined by a bar under the word).
         max_words: show only the first words of long inputs.
     """
+    order = method_order(scores["method"])
+    scores = scores.set_index("method").loc[order].reset_index()
     n = min(len(words), max_words)
     mat = np.stack([np.asarray(v, dtype=float)[:n] for v in scores[value]])
     peak = np.abs(mat).max(axis=1, keepdims=True)
@@ -114,12 +141,16 @@ def attribution_heatmap(
         if i < n:
             ax.plot([i + 0.05, i + 0.95], [len(mat) + 0.15] * 2, color="C2", lw=2, clip_on=False)
     ax.set_yticks(np.arange(len(mat)) + 0.5, list(scores["method"]), rotation=0, fontsize=7)
+    mark_nulls(ax.get_yticklabels())
     ax.set_title(title, fontsize=8, loc="left")
     return fig
 
 
 def agreement_heatmap(square: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Method × method matrix of mean rank correlations (lower triangle, annotated)."""
+    """Method × method matrix of mean rank correlations (lower triangle, annotated),
+    methods grouped by family."""
+    order = method_order(square.index)
+    square = square.loc[order, order]
     fig, ax = plt.subplots(
         figsize=(COLUMN_WIDTH_IN, COLUMN_WIDTH_IN * 0.8), constrained_layout=True
     )
@@ -138,6 +169,7 @@ def agreement_heatmap(square: pd.DataFrame, title: str = "") -> plt.Figure:
         square=True,
     )
     ax.tick_params(labelsize=7)
+    mark_nulls([*ax.get_xticklabels(), *ax.get_yticklabels()])
     ax.set_title(title, fontsize=8, loc="left")
     return fig
 
@@ -291,7 +323,9 @@ def ci_dots(
 def runtime_bars(runtime: pd.DataFrame) -> plt.Figure:
     """Seconds per example per method (symlog), from :func:`xalign_utils.reports.runtime`."""
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 3.0))
-    sns.barplot(runtime, x="seconds_per_example", y="method", ax=ax, color="C0")
+    order = method_order(runtime["method"])
+    sns.barplot(runtime, x="seconds_per_example", y="method", order=order, ax=ax, color="C0")
+    mark_nulls(ax.get_yticklabels())
     ax.set_xscale("symlog", linthresh=0.01)
     ax.set_xlabel("seconds per example (symlog)")
     ax.set_ylabel("")
@@ -346,11 +380,13 @@ def metric_points(
     fig, axes = plt.subplots(
         1, len(metrics), figsize=(COLUMN_WIDTH_IN, 3.2), sharey=True, squeeze=False
     )
+    order = method_order(ci[y]) if y == "method" else None
     for ax, metric in zip(axes[0], metrics, strict=True):
         sns.pointplot(
             ci[ci["metric"] == metric],
             x="value",
             y=y,
+            order=order,
             hue=hue,
             ax=ax,
             linestyle="none",
@@ -361,6 +397,7 @@ def metric_points(
         ax.set_title(metric.replace("_", " "), fontsize=8)
         ax.set(xlabel="", ylabel="")
         ax.axvline(0, color="0.6", lw=0.6)
+        mark_nulls(ax.get_yticklabels())
         if ax is not axes[0][0] and ax.get_legend() is not None:
             ax.get_legend().remove()
     return fig
@@ -372,6 +409,10 @@ def metric_heatmap(
     """``index`` × ``columns`` heatmap of one metric's means from a long CI table, centred
     on the metric's chance level (notebook 04's rank-AUC figure)."""
     square = ci[ci["metric"] == metric].pivot(index=index, columns=columns, values="value")
+    if columns == "method":
+        square = square[method_order(square.columns)]
+    if index == "method":
+        square = square.loc[method_order(square.index)]
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 0.8 + 0.4 * len(square)))
     sns.heatmap(
         square,
@@ -387,6 +428,7 @@ def metric_heatmap(
     )
     ax.set(xlabel="", ylabel="")
     ax.tick_params(labelsize=7)
+    mark_nulls([*ax.get_xticklabels(), *ax.get_yticklabels()])
     return fig
 
 
