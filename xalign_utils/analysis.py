@@ -4,6 +4,8 @@
   each with its CI, n and the table it comes from;
 * :func:`fayyaz_side_by_side`: Fayyaz et al. (2024) Tables 2 and 4 beside ours, and
   :func:`fayyaz_directions`: whether each of their findings points the same way here;
+* :func:`failure_cases`: a gallery chosen by rule (confident predictions whose list
+  disagrees most with a validated attribution), drawn by :func:`failure_figures`;
 * :func:`numbers_tex`: one LaTeX macro per headline number (value, CI low/high, n), so a
   thesis's text follows the run; :func:`figures_readme`: every figure and table with a
   caption computed from it and the notebook that writes it.
@@ -15,12 +17,18 @@ notebook to run when one is missing. Nothing here loads a model.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from . import store
+from .config import RunConfig
+from .plots import attribution_heatmap
 from .summary import read_table
+from .validation import TOPVAR
 
 #: The attribution method of Fayyaz et al.'s comparisons and of notebook 05's metrics.
 METHOD = "input_x_gradient"
@@ -311,3 +319,50 @@ def figures_readme(figures_dir: Path, tables_dir: Path) -> str:
                      f" {len(table)} rows × {table.shape[1]} columns ({cols});"
                      f" notebook {path.stem[:2]} (`make {path.stem[:2]}`).")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def failure_cases(cfg: RunConfig, method: str, per_dataset: int = 2) -> pd.DataFrame:
+    """Failure cases chosen by rule, not by hand: per dataset, among the confident
+    predictions (predicted-label probability at or above the dataset's median), the
+    Top-Var lists about the predicted label with the lowest rank AUC against ``method``.
+
+    Returns:
+        ``dataset``, ``id``, ``label``, ``pred``, ``p_pred``, ``rank_auc``, ``raw`` (the
+        list as the model wrote it) and ``positions`` (the input words it names).
+    """
+    preds = store.read_table(cfg, "02_baselines", "predictions")
+    preds = preds[preds["p_pred"] >= preds.groupby("dataset")["p_pred"].transform("median")]
+    cons = store.read_table(cfg, "04_metrics_validation", "consistency")
+    cons = cons[(cons["method"] == method) & (cons["explanation"] == TOPVAR)]
+    lists = store.read_table(cfg, "02_baselines", "rationales")
+    lists = lists[(lists["role"] == "rationale_topk") & (lists["label_source"] == "pred")]
+    cases = (
+        preds[["dataset", "id", "label", "pred", "p_pred"]]
+        .merge(cons[["id", "rank_auc"]].dropna(), on="id")
+        .merge(lists[["id", "raw", "positions"]], on="id")
+        .sort_values(["dataset", "rank_auc", "p_pred"], ascending=[True, True, False])
+    )
+    return cases.groupby("dataset", sort=False).head(per_dataset).reset_index(drop=True)
+
+
+def failure_figures(
+    cases: pd.DataFrame, attributions: pd.DataFrame, examples_by_id, methods: Sequence[str]
+) -> dict[str, plt.Figure]:
+    """A heat map per case (``methods``' word scores; the list's words bold, the human
+    rationale underlined), titled with the prediction and the list as written."""
+    figures = {}
+    for case in cases.itertuples():
+        k = sum(name.startswith(f"07_failure_{case.dataset}_") for name in figures)
+        rows = attributions[(attributions["id"] == case.id) & attributions["method"].isin(methods)]
+        ex = examples_by_id[case.id]
+        human = {i for i, v in enumerate(ex.flat_rationale() or []) if v == 1}
+        raw = case.raw if len(case.raw) <= 90 else case.raw[:87] + "..."
+        title = (
+            f"{case.dataset} {case.id} | gold {case.label}, predicted {case.pred} "
+            f"(p = {case.p_pred:.2f}) | rank AUC {case.rank_auc:.2f}\nlist: {raw!r}"
+        )
+        figures[f"07_failure_{case.dataset}_{k}"] = attribution_heatmap(
+            rows, list(rows["words"].iloc[0]), highlight=set(map(int, case.positions)),
+            human=human, title=title,
+        )  # fmt: skip
+    return figures
