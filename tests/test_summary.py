@@ -180,6 +180,17 @@ def _tables(tmp_path: Path) -> Path:
             "diff_ci_low": [0.1, 0.9], "diff_ci_high": [0.5, 1.5],
         }
     ).to_csv(d / "06_guided_effects.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "model": ["base", "fine-tuned"], "dataset": ["esnli", "esnli"],
+            "measure": ["accuracy", "accuracy"], "value": [0.28, 0.37], "ci_low": [0.21, 0.2],
+            "ci_high": [0.34, 0.53], "n": [200, 30], "table": ["02_task_performance", "05_checkpoints"],
+        }
+    ).to_csv(d / "07_main_results.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {"finding": ["fine-tuning raises Input×Grad's flip rate"], "table": ["4_flip_rate_pct"],
+         "paper": ["3 of 3 models"], "here": ["yes"], "reproduces": [True]}
+    ).to_csv(d / "07_fayyaz_directions.csv", index=False)  # fmt: skip
     return d
 
 
@@ -202,6 +213,8 @@ def test_block_carries_values_cis_n_and_tables(tmp_path):
     )
     assert "+0.04 [0.01, 0.07] n=20 **✓**" in text and "+0.01 [-0.02, 0.03] n=20 |" in text
     assert "reproduced notebook 02 for 19 of 20 outputs" in text
+    assert "| e-SNLI: accuracy | 0.28 [0.21, 0.34] n=200 | 0.37 [0.20, 0.53] n=30 |" in text
+    assert "| fine-tuning raises Input×Grad's flip rate | 3 of 3 models | yes | True |" in text
     assert "| Top-Var list, bias α=4 | +0.05 [0.01, 0.09] n=20 **✓** |" in text
     assert "| e-SNLI: log-perplexity | +0.30 [0.10, 0.50] | +1.20 [0.90, 1.50] |" in text
     for name in ("02_task_performance", "04_consistency_primary", "05_regularised_tests"):

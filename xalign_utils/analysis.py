@@ -48,7 +48,9 @@ MEASURES = {
     "ixg_comp_aopc": "IxgComp",
     "ixg_flip_rate": "IxgFlip",
     "ixg_rank_auc_vs_null": "IxgRankAucVsNull",
-    "rank_auc": "RankAuc",
+    "occ_topvar_f1": "OccFOne",
+    "occ_comp_aopc": "OccComp",
+    "occ_rank_auc": "OccRankAuc",
 }
 _CI = re.compile(r"^\s*(-?[\d.]+)\s*\[(-?[\d.]+),\s*(-?[\d.]+)\]\s*$")
 
@@ -121,8 +123,9 @@ def _trained_rows(tables_dir: Path) -> list[dict]:
         rows.append(_row("fine-tuned", r["dataset"], "macro_f1", r["macro_f1"], np.nan, np.nan,
                          r["n"], "05_checkpoints"))  # fmt: skip
     reg = read_table(tables_dir, "05_regularised")
-    names = {"correct": "accuracy", "topvar_f1": "ixg_topvar_f1", "comp_aopc": "ixg_comp_aopc",
-             "rank_auc": "rank_auc"}  # fmt: skip
+    # notebook 05 scores its regularised runs with occlusion, not Input×Grad
+    names = {"correct": "accuracy", "topvar_f1": "occ_topvar_f1", "comp_aopc": "occ_comp_aopc",
+             "rank_auc": "occ_rank_auc"}  # fmt: skip
     rows += [
         _row(f"regularised λ={r.lam:g}", r.dataset, names[r.metric], r.value, r.ci_low,
              r.ci_high, r.n, "05_regularised")
@@ -135,8 +138,8 @@ def main_results(tables_dir: Path) -> pd.DataFrame:
     """Model × dataset × measure (:data:`MEASURES`), value with its CI, n and source table.
 
     Attribution measures are Input×Grad's (:data:`METHOD`), as in Fayyaz et al. and
-    notebook 05; regularised models are scored with occlusion-based erasure in 05, so
-    their ``ixg_comp_aopc`` row is that table's comprehensiveness (named in ``table``).
+    notebook 05's checkpoints; the regularised models are scored with occlusion in 05
+    (not the gradient they were trained on), so theirs are the ``occ_*`` measures.
     """
     rows = _base_rows(Path(tables_dir)) + _trained_rows(Path(tables_dir))
     out = pd.DataFrame(rows)

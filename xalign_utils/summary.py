@@ -58,6 +58,50 @@ def _markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def main_results(tables_dir: Path) -> str:
+    """Notebook 07's main table: headline measures per model and dataset."""
+    table = read_table(tables_dir, "07_main_results")
+    shown = ["accuracy", "prompted_topvar_f1", "ixg_topvar_f1", "ixg_comp_aopc", "ixg_flip_rate",
+             "occ_comp_aopc"]  # fmt: skip
+    table = table[table["measure"].isin(shown)]
+    cells = table.assign(
+        cell=table.apply(
+            lambda r: (
+                "—"
+                if pd.isna(r["value"])
+                else fmt_ci(r["value"], r["ci_low"], r["ci_high"])
+                + ("" if pd.isna(r["n"]) else f" n={int(r['n'])}")
+            ),
+            axis=1,
+        ),
+        row=table["dataset"].map(DATASET_NAMES).fillna(table["dataset"]) + ": " + table["measure"],
+    )
+    grid = cells.pivot(index="row", columns="model", values="cell")
+    grid = grid.reindex(list(dict.fromkeys(cells["row"])))
+    models = [m for m in ("base", "fine-tuned") if m in grid] + sorted(
+        m for m in grid if m not in ("base", "fine-tuned")
+    )
+    return (
+        "Main results (notebook 07, `07_main_results`; every number also a LaTeX macro in "
+        "`figures/numbers.tex`): accuracy, the prompted and Input×Grad Top-Var F1 with human "
+        "rationales, Input×Grad's comprehensiveness AOPC and flip rate, per model; the "
+        "regularised models are scored with occlusion in 05 (`occ_comp_aopc`):\n\n"
+        + _markdown(
+            grid[models].reset_index().rename(columns={"row": "dataset: measure"}).fillna("—")
+        )
+    )
+
+
+def fayyaz_directions(tables_dir: Path) -> str:
+    """Notebook 07: does each of Fayyaz et al.'s findings point the same way here?"""
+    table = read_table(tables_dir, "07_fayyaz_directions")
+    return (
+        "Fayyaz et al. (2024) findings on e-SNLI, here and in their three open models "
+        "(point estimates; the CIs are in `07_fayyaz_tables2_4`; `07_fayyaz_directions`):"
+        "\n\n" + _markdown(table[["finding", "paper", "here", "reproduces"]])
+    )
+
+
 def performance(tables_dir: Path) -> str:
     """Accuracy and macro-F1 against the zero-rate baseline, and the most-predicted label."""
     perf = read_table(tables_dir, "02_task_performance", header=[0, 1])
@@ -307,12 +351,8 @@ def regularisation(tables_dir: Path) -> str:
 
 
 #: Notebook 06's secondary measures in the README, with their names there.
-GUIDED_EFFECTS = {
-    "rank_auc_eval": "rank AUC (evaluation method)",
-    "log_ppl": "log-perplexity",
-    "answer_correct": "stated answer correct",
-    "parsed": "parse rate",
-}
+GUIDED_EFFECTS = {"rank_auc_eval": "rank AUC (evaluation method)", "log_ppl": "log-perplexity",
+                  "answer_correct": "stated answer correct", "parsed": "parse rate"}  # fmt: skip
 
 
 def guided_decoding(tables_dir: Path) -> str:
@@ -355,6 +395,8 @@ def guided_decoding(tables_dir: Path) -> str:
 
 
 SECTIONS: tuple[Callable[[Path], str], ...] = (
+    main_results,
+    fayyaz_directions,
     performance,
     scoring_sensitivity,
     human_alignment,
