@@ -80,8 +80,10 @@ def test_paper_numbers_are_the_reference_csvs(main):
             ]  # fmt: skip
             if len(ref):
                 assert r[model] == pytest.approx(ref["value"].iloc[0] / 100)
-    directions = analysis.fayyaz_directions(side)
-    assert set(directions["here"]) <= {"yes", "no", "not measured"}
+    directions = analysis.fayyaz_directions(TABLES_DIR, main, side)
+    assert set(directions["here"]) <= {"yes", "no", "not measured", "undetermined (CIs overlap)"}
+    assert (directions["reproduces"] == directions["here"].eq("yes")
+            & directions["paper"].str[0].astype(int).ge(2)).all()  # fmt: skip
     assert directions["paper"].str.fullmatch(r"\d of 3 models").all()
 
 

@@ -53,8 +53,10 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "attribution explanations faithfulness training decoding",
         "plausibility consistency validation comparisons",
         "runner planted checks baselines metric_tables validation_runs training_runs regularised_runs "
-        "guided_runs",
-        "reports plots summary training_plots guided_plots",
+        "guided_runs guided_measures",
+        "summary_format",
+        "reports plots summary_results training_plots guided_plots",
+        "summary",
         "analysis",
     )
 )

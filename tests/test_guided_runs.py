@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xalign_utils import guided_runs
+from xalign_utils import guided_measures, guided_runs
 
 
 def _faith(scores: dict[str, float]) -> pd.DataFrame:
@@ -48,18 +48,42 @@ def test_reproduction_sentence_says_whether_every_output_matched():
     assert "does not reproduce notebook 02: 4 of 5" in guided_runs.reproduction_sentence(off)
 
 
-def test_conditions_are_tested_against_greedy_with_comp_gain_primary():
+def test_conditions_are_tested_against_their_reference_with_two_primaries():
     rng = np.random.default_rng(0)
     rows = []
     for i in range(30):
-        for cond, shift in (("greedy", 0.0), ("bias α=4", 0.2)):
+        for cond, shift in (
+            ("greedy", 0.0),
+            ("bias α=4", 0.2),
+            ("beam", 0.0),
+            ("constrained", 0.1),
+        ):
             rows.append({"id": f"e{i}", "dataset": "d", "type": "Top-Var list", "role": "rationale_topk",
-                         "condition": cond, guided_runs.PRIMARY: rng.normal() * 0.01 + shift}
-                        | {m: rng.normal() for m in guided_runs.SECONDARY})  # fmt: skip
-    tests = guided_runs.guided_tests(pd.DataFrame(rows))
-    primary = tests[tests["metric"] == guided_runs.PRIMARY]
-    assert list(primary["condition"]) == ["bias α=4"]
-    assert primary["reject"].all() and primary["mean_diff"].iloc[0] == pytest.approx(0.2, abs=0.01)
-    assert (tests.loc[tests["metric"] != guided_runs.PRIMARY, "role"] == "exploratory").all()
-    pooled = guided_runs.pooled_effects(pd.DataFrame(rows))
+                         "condition": cond, "comp_gain": rng.normal() * 0.01 + shift,
+                         "rank_auc_eval": rng.normal() * 0.01 + 0.5}
+                        | {m: rng.normal() for m in guided_measures.SECONDARY})  # fmt: skip
+    tests = guided_measures.guided_tests(pd.DataFrame(rows))
+    primary = tests[tests["role"] == "primary"].set_index(["metric", "condition"])
+    assert set(primary.index) == {(m, c) for m in guided_measures.PRIMARIES
+                                  for c in ("bias α=4", "beam", "constrained")}  # fmt: skip
+    assert primary.loc[("comp_gain", "constrained"), "reference"] == "beam"
+    assert primary.loc[("comp_gain", "bias α=4"), "reference"] == "greedy"
+    assert primary.loc[("comp_gain", "bias α=4"), "mean_diff"] == pytest.approx(0.2, abs=0.01)
+    assert primary.loc[("comp_gain", "constrained"), "mean_diff"] == pytest.approx(0.1, abs=0.01)
+    assert primary.loc[("comp_gain", "bias α=4"), "reject"]
+    assert not primary.loc[("rank_auc_eval", "bias α=4"), "reject"]
+    assert (primary["alpha_m"] == 0.05 / 6).all()  # Holm family: both metrics, all conditions
+    assert (tests.loc[tests["role"] != "primary", "p_holm"].isna()).all()
+    pooled = guided_measures.pooled_effects(pd.DataFrame(rows))
     assert set(pooled["role"]) == {"exploratory"} and (pooled["n"] == 30).all()
+
+
+def test_an_output_naming_nothing_scores_zero_comprehensiveness_not_nan():
+    from helpers import text_example
+
+    from xalign_utils.config import load_config
+
+    ex = text_example("a", ["good", "film", "indeed"], dataset="sst2", label="positive")
+    table = pd.DataFrame({"id": ["a"], "type": ["Top-Var list"], "positions": [[]]})
+    out = guided_measures.comprehensiveness(None, None, load_config("smoke"), table, {"a": ex})
+    assert out[["comp", "comp_random", "comp_gain"]].iloc[0].tolist() == [0.0, 0.0, 0.0]

@@ -169,7 +169,7 @@ def _tables(tmp_path: Path) -> Path:
     pd.DataFrame(
         {
             "dataset": ["esnli"], "type": ["Top-Var list"], "condition": ["bias α=4"],
-            "metric": ["comp_gain"], "role": ["primary"], "n": [20], "mean_diff": [0.05],
+            "reference": ["greedy"], "metric": ["comp_gain"], "role": ["primary"], "n": [20], "mean_diff": [0.05],
             "diff_ci_low": [0.01], "diff_ci_high": [0.09], "reject": [True], "can_reject": [True],
         }
     ).to_csv(d / "06_guided_tests.csv", index=False)  # fmt: skip
@@ -215,7 +215,7 @@ def test_block_carries_values_cis_n_and_tables(tmp_path):
     assert "reproduced notebook 02 for 19 of 20 outputs" in text
     assert "| e-SNLI: accuracy | 0.28 [0.21, 0.34] n=200 | 0.37 [0.20, 0.53] n=30 |" in text
     assert "| fine-tuning raises Input×Grad's flip rate | 3 of 3 models | yes | True |" in text
-    assert "| Top-Var list, bias α=4 | +0.05 [0.01, 0.09] n=20 **✓** |" in text
+    assert "| Top-Var list, bias α=4 − greedy | +0.05 [0.01, 0.09] n=20 **✓** |" in text
     assert "| e-SNLI: log-perplexity | +0.30 [0.10, 0.50] | +1.20 [0.90, 1.50] |" in text
     for name in ("02_task_performance", "04_consistency_primary", "05_regularised_tests"):
         assert f"`{name}`" in text

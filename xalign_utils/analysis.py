@@ -165,6 +165,12 @@ def _ours_esnli(tables_dir: Path, main: pd.DataFrame) -> dict[tuple[str, str, st
     plaus = plaus[(plaus["dataset"] == "esnli") & (plaus["metric"] == "topvar_f1")]
     flips = read_table(tables_dir, "04_table4_flip_rates")
     flips = flips[flips["dataset"] == "esnli"]
+    align = read_table(tables_dir, "02_human_alignment").set_index("system")
+    if "random Top-Var" in align.index and "esnli" in align.columns:  # their Random: random words
+        v, lo, hi = parse_ci(align.loc["random Top-Var", "esnli"])
+        out[("2_alignment_f1", "pretrained", "Random")] = pd.Series(
+            {"value": v, "ci_low": lo, "ci_high": hi, "n": np.nan}
+        )
     for paper, ours in PAPER_METHODS.items():
         for table, frame, column in (("2_alignment_f1", plaus, "method"),
                                      ("4_flip_rate_pct", flips, "selection")):  # fmt: skip
@@ -235,11 +241,45 @@ FINDINGS = (
 )  # fmt: skip
 
 
-def fayyaz_directions(side: pd.DataFrame, models: tuple[str, ...] = OPEN_MODELS) -> pd.DataFrame:
+def _step0(tables_dir: Path) -> dict[tuple[str, str], pd.Series]:
+    """Notebook 05's untrained checkpoint on e-SNLI (the examples its fine-tuned rows use),
+    keyed ``(table, method)``: the pretrained side of the "fine-tuning raises" findings."""
+    ckpt = read_table(tables_dir, "05_checkpoints")
+    first = ckpt[(ckpt["step"] == 0) & (ckpt["dataset"] == "esnli")]
+    out = {}
+    for table, method, col in (("2_alignment_f1", "Input×Grad", "align_ixg"),
+                               ("2_alignment_f1", "Prompting", "align_prompted"),
+                               ("4_flip_rate_pct", "Input×Grad", "flipped")):  # fmt: skip
+        if len(first) and pd.notna(first[col].iloc[0]):
+            r = first.iloc[0]
+            out[(table, method)] = pd.Series(
+                {"value": r[col], "ci_low": r[f"{col}_lo"], "ci_high": r[f"{col}_hi"]}
+            )
+    return out
+
+
+def _compare(a: pd.Series | None, b: pd.Series | None) -> str:
+    """``yes`` / ``no`` when the two 95% CIs are apart, ``undetermined`` when they
+    overlap, ``not measured`` when a number is missing."""
+    if a is None or b is None or pd.isna(a["value"]) or pd.isna(b["value"]):
+        return "not measured"
+    if a["ci_low"] > b["ci_high"]:
+        return "yes"
+    if a["ci_high"] < b["ci_low"]:
+        return "no"
+    return "undetermined (CIs overlap)"
+
+
+def fayyaz_directions(
+    tables_dir: Path, main: pd.DataFrame, side: pd.DataFrame, models: Sequence[str] = OPEN_MODELS
+) -> pd.DataFrame:
     """Each :data:`FINDINGS` row: in how many of their ``models`` it holds, whether it
-    holds here (``yes``/``no``; ``not measured`` when a number is missing; point
-    estimates, their CIs are in the side-by-side table) and whether the direction
-    reproduces (holds here and in most of their models)."""
+    holds here (:func:`_compare` of our two 95% CIs, separate samples, so conservative)
+    and whether the direction reproduces (``yes`` here and in most of their models).
+    Findings about fine-tuning compare notebook 05's last checkpoint with its untrained
+    one, on the same examples."""
+    ours = _ours_esnli(Path(tables_dir), main)
+    step0 = _step0(Path(tables_dir))
     rows = []
     for finding, table, hi, lo in FINDINGS:
         part = side[side["table"] == table].set_index(["stage", "method"])
@@ -247,9 +287,10 @@ def fayyaz_directions(side: pd.DataFrame, models: tuple[str, ...] = OPEN_MODELS)
             continue
         a, b = part.loc[hi], part.loc[lo]
         paper = [bool(a[m] > b[m]) for m in models if pd.notna(a.get(m)) and pd.notna(b.get(m))]
-        ours_a, ours_b = a["ours_value"], b["ours_value"]
-        here = "not measured" if pd.isna(ours_a) or pd.isna(ours_b) else (
-            "yes" if ours_a > ours_b else "no")  # fmt: skip
+        if hi[0] != lo[0]:  # fine-tuned against untrained: notebook 05's own step 0
+            here = _compare(ours.get((table, *hi)), step0.get((table, lo[1])))
+        else:
+            here = _compare(ours.get((table, *hi)), ours.get((table, *lo)))
         rows.append(
             {
                 "finding": finding,
@@ -260,6 +301,14 @@ def fayyaz_directions(side: pd.DataFrame, models: tuple[str, ...] = OPEN_MODELS)
             }
         )
     return pd.DataFrame(rows)
+
+
+def tables3_5(table: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 05's Tables 3/5 side by side with ``agrees``: ``yes``/``no`` on the sign
+    of r when our CI excludes 0, ``undetermined`` when it does not."""
+    clear = (table["lo"] > 0) | (table["hi"] < 0)
+    same = np.sign(table["r"]) == np.sign(table["paper_r"])
+    return table.assign(agrees=np.where(clear, np.where(same, "yes", "no"), "undetermined"))
 
 
 _DIGITS = "Zero One Two Three Four Five Six Seven Eight Nine".split()
@@ -327,11 +376,13 @@ def figures_readme(figures_dir: Path, tables_dir: Path) -> str:
 def failure_cases(cfg: RunConfig, method: str, per_dataset: int = 2) -> pd.DataFrame:
     """Failure cases chosen by rule, not by hand: per dataset, among the confident
     predictions (predicted-label probability at or above the dataset's median), the
-    Top-Var lists about the predicted label with the lowest rank AUC against ``method``.
+    Top-Var lists about the predicted label with the lowest rank AUC against ``method``
+    (``kind`` ``lowest rank AUC``), and the lists that name no input word at all
+    (``kind`` ``names no input word``: unparsed, refusals, prose; the plainest failures).
 
     Returns:
-        ``dataset``, ``id``, ``label``, ``pred``, ``p_pred``, ``rank_auc``, ``raw`` (the
-        list as the model wrote it) and ``positions`` (the input words it names).
+        ``dataset``, ``id``, ``kind``, ``label``, ``pred``, ``p_pred``, ``rank_auc``,
+        ``raw`` (the list as the model wrote it) and ``positions`` (the words it names).
     """
     preds = store.read_table(cfg, "02_baselines", "predictions")
     preds = preds[preds["p_pred"] >= preds.groupby("dataset")["p_pred"].transform("median")]
@@ -339,13 +390,22 @@ def failure_cases(cfg: RunConfig, method: str, per_dataset: int = 2) -> pd.DataF
     cons = cons[(cons["method"] == method) & (cons["explanation"] == TOPVAR)]
     lists = store.read_table(cfg, "02_baselines", "rationales")
     lists = lists[(lists["role"] == "rationale_topk") & (lists["label_source"] == "pred")]
-    cases = (
+    joined = (
         preds[["dataset", "id", "label", "pred", "p_pred"]]
-        .merge(cons[["id", "rank_auc"]].dropna(), on="id")
         .merge(lists[["id", "raw", "positions"]], on="id")
-        .sort_values(["dataset", "rank_auc", "p_pred"], ascending=[True, True, False])
+        .merge(cons[["id", "rank_auc"]], on="id")  # attributed examples only
     )
-    return cases.groupby("dataset", sort=False).head(per_dataset).reset_index(drop=True)
+    named = joined["positions"].map(len) > 0
+    low = joined[named & joined["rank_auc"].notna()].assign(kind="lowest rank AUC")
+    none = joined[~named].assign(kind="names no input word")
+    parts = [
+        part.sort_values(["dataset", "rank_auc", "p_pred"], ascending=[True, True, False])
+        .groupby("dataset", sort=False)
+        .head(per_dataset)
+        for part in (low, none)
+    ]
+    cols = ["dataset", "id", "kind", "label", "pred", "p_pred", "rank_auc", "raw", "positions"]
+    return pd.concat(parts, ignore_index=True)[cols]
 
 
 def failure_figures(
@@ -360,9 +420,10 @@ def failure_figures(
         ex = examples_by_id[case.id]
         human = {i for i, v in enumerate(ex.flat_rationale() or []) if v == 1}
         raw = case.raw if len(case.raw) <= 90 else case.raw[:87] + "..."
+        auc = "no words named" if pd.isna(case.rank_auc) else f"rank AUC {case.rank_auc:.2f}"
         title = (
             f"{case.dataset} {case.id} | gold {case.label}, predicted {case.pred} "
-            f"(p = {case.p_pred:.2f}) | rank AUC {case.rank_auc:.2f}\nlist: {raw!r}"
+            f"(p = {case.p_pred:.2f}) | {auc}\nlist: {raw!r}"
         )
         figures[f"07_failure_{case.dataset}_{k}"] = attribution_heatmap(
             rows, list(rows["words"].iloc[0]), highlight=set(map(int, case.positions)),

@@ -343,6 +343,7 @@ def elicit_many(
     max_new_tokens: int | Sequence[int] = 32,
     batch_size: int = 16,
     processor=None,
+    keep_tokens: bool = False,
 ) -> pd.DataFrame:
     """Prompt for rationales or explanations and generate greedily, all requests at once.
 
@@ -357,6 +358,7 @@ def elicit_many(
             the label a word list is asked for (ignored by free-text roles).
         max_new_tokens: one budget, or one per request.
         processor: a step processor (steering, constraints: notebook 06).
+        keep_tokens: add a ``tokens`` column (the generated ids, end token excluded).
 
     Returns:
         One row per request: ``id``, ``dataset``, ``role``, ``asked_label``, ``k``,
@@ -385,6 +387,7 @@ def elicit_many(
     return pd.DataFrame(
         [
             output_row(ex, role, lab, k, out.text, out.hit_limit)
+            | ({"tokens": out.tokens} if keep_tokens else {})
             for (ex, role, lab), k, out in zip(requests, ks, outputs, strict=True)
         ]
     )

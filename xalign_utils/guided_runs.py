@@ -28,28 +28,20 @@ import pandas as pd
 from .attribution.registry import METHODS
 from .baselines import FREE_TEXT_ROLES, WORD_LIST_ROLES, raw_rationales_name
 from .config import RunConfig
-from .consistency import rank_auc
 from .data import load_processed
 from .decoding.constrained import constrained_beam_search
-from .decoding.generation import continuation_logprobs, eos_ids
 from .decoding.steering import ExtractiveList, WordBias, word_alternatives
-from .explanations import elicit_many, output_row, parse_outputs, rationale_k
+from .explanations import elicit_many, output_row, rationale_k
 from .prompts import render
 from .runner import attributions_name
 from .schema import Example
-from .stats import paired_tests, token_f1
 from .store import cached, read_table
-from .validation import EXPLANATIONS
-from .validation_runs import explanation_comprehensiveness_table
 
 STAGE = "06_guided_decoding"
 ROLES = (*WORD_LIST_ROLES, *FREE_TEXT_ROLES)
 GREEDY = "greedy"
 #: Methods that may steer or evaluate: attributed on every ``n_attr`` example, not nulls.
 CANDIDATES = tuple(n for n, s in METHODS.items() if s.cost == "one_pass" and s.family != "null")
-#: The primary metric and the others, reported as effect sizes with CIs.
-PRIMARY = "comp_gain"
-SECONDARY = ("rank_auc_eval", "rank_auc_steer", "f1_human", "log_ppl", "parsed", "answer_correct")
 
 
 @dataclass(frozen=True)
@@ -121,10 +113,13 @@ def top_words(weights: Mapping[str, float], k: int) -> list[str]:
 
 
 def guided_examples(cfg: RunConfig, attributions: pd.DataFrame, evaluation) -> list[Example]:
-    """The first ``n_guide`` attributed examples of each dataset."""
+    """``n_guide`` attributed examples per dataset, after the first ``n_faith``: those
+    chose the steering method in notebook 04, so the evaluation does not reuse them."""
     ids = set(attributions["id"])
     return [
-        ex for exs in evaluation.values() for ex in [e for e in exs if e.id in ids][: cfg.n_guide]
+        ex
+        for exs in evaluation.values()
+        for ex in [e for e in exs[cfg.n_faith :] if e.id in ids][: cfg.n_guide]
     ]
 
 
@@ -156,6 +151,7 @@ def generate_guided(
         max_new_tokens=[_budget(cfg, role) for _, role, _ in requests],
         batch_size=cfg.gen_batch_size,
         processor=WordBias(tokenizer, [weights[ex.id] for ex, _, _ in requests], per_alpha),
+        keep_tokens=True,
     )
     cond = [GREEDY if a == 0 else f"bias α={a:g}" for a in per_alpha]
     frames.append(greedy_or_bias.assign(condition=cond, alpha=per_alpha))
@@ -171,15 +167,18 @@ def generate_guided(
         processor=ExtractiveList(
             tokenizer, [ex.flat_words() for ex, _, _ in lists], budgets, tokenizer.eos_token_id
         ),
+        keep_tokens=True,
     )
     frames.append(extractive.assign(condition="extractive", alpha=0.0))
-    frames.append(_constrained(model, tokenizer, cfg, base, weights))
+    frames.append(_beam(model, tokenizer, cfg, base, weights, constrained=False))
+    frames.append(_beam(model, tokenizer, cfg, base, weights, constrained=True))
     return pd.concat(frames, ignore_index=True)
 
 
-def _constrained(model, tokenizer, cfg, requests, weights) -> pd.DataFrame:
-    """The ``constrained`` condition's rows: beam search that must write the top
-    ``guide_k`` attributed words (lists and free text with their own budgets)."""
+def _beam(model, tokenizer, cfg, requests, weights, constrained: bool) -> pd.DataFrame:
+    """Beam search rows (lists and free text with their own budgets): ``constrained``
+    must write the top ``guide_k`` attributed words, ``beam`` is the same search without
+    constraints (its reference)."""
     rows = []
     for roles in (WORD_LIST_ROLES, FREE_TEXT_ROLES):
         part = [r for r in requests if r[1] in roles]
@@ -193,6 +192,8 @@ def _constrained(model, tokenizer, cfg, requests, weights) -> pd.DataFrame:
             ],
             [
                 [word_alternatives(tokenizer, w) for w in top_words(weights[ex.id], cfg.guide_k)]
+                if constrained
+                else []
                 for ex, _, _ in part
             ],
             num_beams=cfg.guide_beams,
@@ -209,7 +210,8 @@ def _constrained(model, tokenizer, cfg, requests, weights) -> pd.DataFrame:
                 out.hit_limit,
             )
             | {
-                "condition": "constrained",
+                "tokens": list(out.tokens),
+                "condition": "constrained" if constrained else "beam",
                 "alpha": 0.0,
                 "constraints_met": float(np.mean(out.met)) if out.met else np.nan,
             }  # fmt: skip
@@ -259,157 +261,3 @@ def reproduction_sentence(reproduced: pd.DataFrame) -> str:
     n, same = int(reproduced["n"].sum()), int(reproduced["identical"].sum())
     verdict = "reproduces" if n and same == n else "does not reproduce"
     return f"Greedy decoding here {verdict} notebook 02: {same} of {n} outputs identical."
-
-
-def explanation_key(frame: pd.DataFrame) -> pd.Series:
-    """``<explanation type> | <condition>``: one name per role × condition."""
-    return frame["role"].map(EXPLANATIONS) + " | " + frame["condition"]
-
-
-def evaluate_guided(
-    model,
-    tokenizer,
-    cfg: RunConfig,
-    guided: pd.DataFrame,
-    examples: Sequence[Example],
-    attributions: pd.DataFrame,
-    methods: tuple[str, str],
-) -> pd.DataFrame:
-    """Every output's measures (one row per example × role × condition).
-
-    Columns: the parsed output (:func:`xalign_utils.explanations.parse_outputs`), then
-    ``n_named``, ``parsed`` (a list that parses; free text with an explanation),
-    ``rank_auc_eval`` / ``rank_auc_steer`` (consistency with the evaluation / steering
-    method), ``f1_human`` (token F1 with the human rationale), ``n_tokens`` and ``log_ppl``
-    (mean negative log-probability of the output under the unsteered model),
-    ``answer_correct`` (free text: the answer it states is gold; no answer counts as
-    wrong), ``comp`` / ``comp_random`` (comprehensiveness of the named words and of as
-    many random words) and the primary ``comp_gain``.
-    """
-    steer, evaluate = methods
-    by_id = {ex.id: ex for ex in examples}
-    table = parse_outputs(guided, by_id)
-    mags = {
-        (r.id, r.method): np.asarray(r.magnitude, dtype=float)
-        for r in attributions[attributions["method"].isin(methods)].itertuples()
-    }
-    table["n_named"] = table["positions"].map(len)
-    is_list = table["role"].isin(WORD_LIST_ROLES)
-    table["parsed"] = np.where(
-        is_list, ~table["parse_failure"].fillna(True).astype(bool),
-        ~table["empty_explanation"].fillna(True).astype(bool),
-    ).astype(float)  # fmt: skip
-    for col, method in (("rank_auc_eval", evaluate), ("rank_auc_steer", steer)):
-        table[col] = [
-            rank_auc(mags[(i, method)], list(p)) if len(p) else np.nan
-            for i, p in zip(table["id"], table["positions"], strict=True)
-        ]
-    table["f1_human"] = [
-        token_f1(list(p), by_id[i].flat_rationale()) if by_id[i].rationale else np.nan
-        for i, p in zip(table["id"], table["positions"], strict=True)
-    ]
-    gold = table["id"].map(lambda i: by_id[i].label)
-    table["answer_correct"] = np.where(is_list, np.nan, (table.get("answer") == gold).astype(float))
-    _fluency(model, tokenizer, cfg, table, by_id)
-    table["explanation"] = explanation_key(table)
-    table["type"] = table["role"].map(EXPLANATIONS)
-    comp = explanation_comprehensiveness_table(
-        model,
-        tokenizer,
-        {d: [ex for ex in examples if ex.dataset == d] for d in cfg.datasets},
-        table[["id", "explanation", "positions"]],
-        {ex.id: len(ex.flat_words()) for ex in examples},
-        n_faith=cfg.n_guide,
-        seed=cfg.seed,
-        strategy=cfg.strategy,
-        mask_text=cfg.mask_text,
-        batch_size=cfg.batch_size,
-    )
-    wide = comp.pivot_table(
-        index=["id", "explanation"], columns="kind", values="explanation_comp", dropna=False
-    ).rename(columns={"explanation": "comp", "random": "comp_random"})
-    table = table.merge(wide.reset_index(), on=["id", "explanation"], how="left")
-    table["comp_gain"] = table["comp"] - table["comp_random"]
-    return table
-
-
-def _fluency(model, tokenizer, cfg: RunConfig, table: pd.DataFrame, by_id) -> None:
-    """Add ``n_tokens`` and ``log_ppl`` (unsteered model, teacher-forced) to ``table``."""
-    prompts = [
-        render(tokenizer, by_id[r.id], r.role, label=r.asked_label, k=r.k).input_ids
-        for r in table.itertuples()
-    ]
-    conts = [tokenizer.encode(t, add_special_tokens=False) for t in table["raw"]]
-    ends = eos_ids(model, tokenizer)
-    conts = [[t for t in c if t not in ends] for c in conts]
-    logps = continuation_logprobs(
-        model,
-        tokenizer,
-        prompts,
-        conts,
-        batch_size=cfg.gen_batch_size,
-        groups=list(zip(table["id"], table["role"], table["asked_label"], strict=True)),
-    )
-    table["n_tokens"] = [len(c) for c in conts]
-    table["log_ppl"] = [-float(lp.mean()) if len(lp) else np.nan for lp in logps]
-
-
-def run_evaluation(cfg: RunConfig, model, tokenizer, guided, examples, attributions, methods):
-    """:func:`evaluate_guided`, stored as ``guided_measures`` and reused."""
-    return cached(
-        cfg,
-        STAGE,
-        "guided_measures",
-        lambda: evaluate_guided(model, tokenizer, cfg, guided, examples, attributions, methods),
-        guide=True,
-        code=["guided_runs", "decoding", "explanations", "faithfulness"],
-    )
-
-
-def guided_tests(table: pd.DataFrame) -> pd.DataFrame:
-    """Each condition against greedy per dataset × explanation type, paired on examples:
-    the primary ``comp_gain`` Holm-corrected over the table, the rest exploratory effect
-    sizes."""
-    return paired_tests(
-        table,
-        ["dataset", "type"],
-        [PRIMARY, *SECONDARY],
-        condition="condition",
-        reference=GREEDY,
-        primary=PRIMARY,
-    )
-
-
-def pooled_effects(table: pd.DataFrame) -> pd.DataFrame:
-    """Each condition against greedy per dataset, roles pooled (pairs are example ×
-    role, clustered by example), for the trade-off figure: effect sizes with CIs."""
-    return paired_tests(
-        table,
-        ["dataset"],
-        [PRIMARY, *SECONDARY],
-        condition="condition",
-        reference=GREEDY,
-        unit=["id", "role"],
-        cluster="id",
-        primary=False,
-    )
-
-
-def example_gallery(table: pd.DataFrame, weights, per_dataset: int = 2) -> pd.DataFrame:
-    """Explain-then-predict outputs before and after steering, chosen by rule: per
-    dataset, the examples whose consistency with the evaluation method rose most from
-    greedy to the strongest bias; with the steering method's top words."""
-    etp = table[table["role"] == "explain_then_predict"]
-    strongest = etp.loc[etp["alpha"] == etp["alpha"].max(), "condition"].iloc[0]
-    wide = etp.pivot_table(
-        index=["dataset", "id"], columns="condition", values="raw", aggfunc="first"
-    )
-    auc = etp.pivot_table(
-        index=["dataset", "id"], columns="condition", values="rank_auc_eval", dropna=False
-    ).reindex(columns=[GREEDY, strongest])
-    gain = (auc[strongest] - auc[GREEDY]).rename("rank_auc_gain")
-    rows = wide.join(gain).reset_index().sort_values("rank_auc_gain", ascending=False)
-    rows = rows.groupby("dataset", sort=False).head(per_dataset)
-    rows.insert(2, "top words", rows["id"].map(lambda i: ", ".join(top_words(weights[i], 5))))
-    cols = ["dataset", "id", "top words", GREEDY, strongest, "constrained", "rank_auc_gain"]
-    return rows[[c for c in cols if c in rows]].reset_index(drop=True)

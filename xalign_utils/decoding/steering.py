@@ -68,21 +68,23 @@ class WordBias:
         self.longest = max(
             (len(a) for ws in self.words for _, alts in ws.values() for a in alts), default=0
         )
-        self._written: dict[int, tuple[int, set[str]]] = {}  # row → (tokens seen, words)
+        self._written: dict[int, tuple[tuple[int, ...], set[str]]] = {}  # row → (tokens, words)
 
     def written(self, row: int, generated: Sequence[int]) -> set[str]:
-        """The weighted words of prompt ``row`` that ``generated`` already contains
-        (updated incrementally from the last call's length)."""
-        seen, words = self._written.get(row, (0, set()))
-        if seen > len(generated):  # a new generation for this row
-            seen, words = 0, set()
-        for end in range(seen + 1, len(generated) + 1):
+        """The weighted words of prompt ``row`` that ``generated`` already contains,
+        updated from the last call's tokens when ``generated`` extends them (greedy
+        decoding), recomputed otherwise (a new generation, a reordered beam)."""
+        prev, words = self._written.get(row, ((), set()))
+        if tuple(generated[: len(prev)]) != prev:
+            prev, words = (), set()
+        words = set(words)
+        for end in range(len(prev) + 1, len(generated) + 1):
             for word, (_, alts) in self.words[row].items():
                 if word not in words and any(
                     end >= len(a) and tuple(generated[end - len(a) : end]) == a for a in alts
                 ):
                     words.add(word)
-        self._written[row] = (len(generated), words)
+        self._written[row] = (tuple(generated), words)
         return words
 
     def token_bias(self, row: int, generated: Sequence[int]) -> dict[int, float]:
@@ -192,5 +194,7 @@ class _AsLogitsProcessor(LogitsProcessor):
 def as_logits_processor(processor, prompt_length: int) -> LogitsProcessor:
     """A ``transformers`` ``LogitsProcessor`` running ``processor`` inside ``model.generate``
     on a (left-padded) batch whose prompts occupy the first ``prompt_length`` columns; row
-    ``i`` of the batch is prompt ``i`` of the processor."""
+    ``i`` of the batch is prompt ``i`` of the processor, so greedy or sampling decoding
+    only (with beams, rows are prompts × beams; use
+    :func:`xalign_utils.decoding.constrained.constrained_beam_search` there)."""
     return _AsLogitsProcessor(processor, prompt_length)

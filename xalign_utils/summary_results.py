@@ -1,0 +1,107 @@
+"""README block sections of notebooks 06 and 07 (guided decoding; the main results table
+and the Fayyaz et al. directions), rendered from their saved tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .summary_format import DATASET_NAMES, _markdown, _pivot_cells, _test_cell, fmt_ci, read_table
+
+
+def main_results(tables_dir: Path) -> str:
+    """Notebook 07's main table: headline measures per model and dataset."""
+    table = read_table(tables_dir, "07_main_results")
+    shown = ["accuracy", "prompted_topvar_f1", "ixg_topvar_f1", "ixg_comp_aopc", "ixg_flip_rate",
+             "occ_comp_aopc"]  # fmt: skip
+    table = table[table["measure"].isin(shown)]
+    cells = table.assign(
+        cell=table.apply(
+            lambda r: (
+                "—"
+                if pd.isna(r["value"])
+                else fmt_ci(r["value"], r["ci_low"], r["ci_high"])
+                + ("" if pd.isna(r["n"]) else f" n={int(r['n'])}")
+            ),
+            axis=1,
+        ),
+        row=table["dataset"].map(DATASET_NAMES).fillna(table["dataset"]) + ": " + table["measure"],
+    )
+    grid = cells.pivot(index="row", columns="model", values="cell")
+    grid = grid.reindex(list(dict.fromkeys(cells["row"])))
+    models = [m for m in ("base", "fine-tuned") if m in grid] + sorted(
+        m for m in grid if m not in ("base", "fine-tuned")
+    )
+    return (
+        "Main results (notebook 07, `07_main_results`; every number also a LaTeX macro in "
+        "`figures/numbers.tex`): accuracy, the prompted and Input×Grad Top-Var F1 with human "
+        "rationales, Input×Grad's comprehensiveness AOPC and flip rate, per model; the "
+        "regularised models are scored with occlusion in 05 (`occ_comp_aopc`):\n\n"
+        + _markdown(
+            grid[models].reset_index().rename(columns={"row": "dataset: measure"}).fillna("—")
+        )
+    )
+
+
+def fayyaz_directions(tables_dir: Path) -> str:
+    """Notebook 07: does each of Fayyaz et al.'s findings point the same way here?"""
+    table = read_table(tables_dir, "07_fayyaz_directions")
+    return (
+        "Fayyaz et al. (2024) findings on e-SNLI, here and in their three open models "
+        "(point estimates; the CIs are in `07_fayyaz_tables2_4`; `07_fayyaz_directions`):"
+        "\n\n" + _markdown(table[["finding", "paper", "here", "reproduces"]])
+    )
+
+
+#: Notebook 06's secondary measures in the README, with their names there.
+GUIDED_EFFECTS = {"rank_auc_eval": "rank AUC (evaluation method)", "log_ppl": "log-perplexity",
+                  "answer_correct": "stated answer correct", "parsed": "parse rate"}  # fmt: skip
+
+
+def guided_decoding(tables_dir: Path) -> str:
+    """Notebook 06: each steering condition against greedy decoding, on the primary
+    metric per dataset × explanation type, and the pooled effects on what it may cost."""
+    reproduced = read_table(tables_dir, "06_reproduces_02")
+    n, same = int(reproduced["n"].sum()), int(reproduced["identical"].sum())
+    tests = read_table(tables_dir, "06_guided_tests")
+    tests = tests[tests["role"] == "primary"]
+    grid = tests.assign(
+        method=tests["type"] + ", " + tests["condition"] + " − " + tests["reference"]
+    )
+    grids = [
+        _pivot_cells(part.assign(dataset=part["dataset"].map(DATASET_NAMES)), "dataset", _test_cell)
+        for _, part in grid.groupby("metric", sort=False)
+    ]
+    can = int(tests["can_reject"].astype(str).eq("True").sum())
+    effects = read_table(tables_dir, "06_guided_effects")
+    effects = effects[effects["metric"].isin(GUIDED_EFFECTS)]
+    effects = effects.assign(
+        method=effects["dataset"].map(DATASET_NAMES) + ": " + effects["metric"].map(GUIDED_EFFECTS),
+        cell=effects.apply(
+            lambda r: fmt_ci(r["mean_diff"], r["diff_ci_low"], r["diff_ci_high"], signed=True),
+            axis=1,
+        ),
+    )
+    wide = effects.pivot(index="method", columns="condition", values="cell")
+    wide = wide.reindex(list(dict.fromkeys(effects.sort_values(["dataset", "metric"])["method"])))
+    wide = wide.reset_index().fillna("—")
+    names = list(dict.fromkeys(tests["metric"]))
+    return (
+        f"Guided decoding (notebook 06): greedy decoding reproduced notebook 02 for {same} of "
+        f"{n} outputs (`06_reproduces_02`). Primary metrics, condition − its reference "
+        "(greedy; beam search for the constrained one): `comp_gain` (comprehensiveness of "
+        "the named words minus that of as many random words) and `rank_auc_eval` (rank AUC "
+        "with an attribution method the steering did not use); mean paired difference, "
+        f"bootstrap CI; **✓** = Holm-rejected at 5% over {len(tests)} tests; {can} can "
+        "reject at their n; `06_guided_tests`:"
+        + "".join(
+            f"\n\n`{name}`:\n\n" + _markdown(g.rename(columns={"method": "explanation, contrast"}))
+            for name, g in zip(names, grids, strict=True)
+        )
+        + "\n\nWhat steering did to consistency with the *evaluation* method (rank AUC), "
+        "fluency (log-perplexity under the unsteered model), the stated answer's accuracy "
+        "and the parse rate, condition − greedy, explanation types pooled (pairs clustered "
+        "by example; effect sizes, not tests; `06_guided_effects`):\n\n"
+        + _markdown(wide.rename(columns={"method": "dataset: measure"}))
+    )
