@@ -189,7 +189,7 @@ class RunConfig:
     n_reg_train: int = 200
     reg_steps: int = 25
     n_reg_eval: int = 100
-    n_guide: int = 24
+    n_guide: int = 16
     guide_alphas: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0)
     guide_k: int = 3
     guide_beams: int = 4
