@@ -10,7 +10,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from xalign_utils import analysis
+from xalign_utils import analysis, paper_tables
 from xalign_utils.config import FIGURES_DIR, REFERENCE_DIR, TABLES_DIR
 from xalign_utils.summary import MissingTableError
 
@@ -70,9 +70,9 @@ def test_committed_numbers_tex_matches_the_committed_tables(main):
 
 def test_paper_numbers_are_the_reference_csvs(main):
     reference = pd.read_csv(REFERENCE_DIR / "fayyaz2024_tables.csv")
-    side = analysis.fayyaz_side_by_side(TABLES_DIR, main, reference)
+    side = paper_tables.fayyaz_side_by_side(TABLES_DIR, main, reference)
     for r in side.to_dict("records"):
-        for model in analysis.OPEN_MODELS:
+        for model in paper_tables.OPEN_MODELS:
             ref = reference[
                 (reference["table"] == r["table"]) & (reference["stage"] == r["stage"])
                 & (reference["method"] == r["method"]) & (reference["model"] == model)
@@ -80,7 +80,7 @@ def test_paper_numbers_are_the_reference_csvs(main):
             ]  # fmt: skip
             if len(ref):
                 assert r[model] == pytest.approx(ref["value"].iloc[0] / 100)
-    directions = analysis.fayyaz_directions(TABLES_DIR, main, side)
+    directions = paper_tables.fayyaz_directions(TABLES_DIR, main, side)
     assert set(directions["here"]) <= {"yes", "no", "not measured", "undetermined (CIs overlap)"}
     assert (directions["reproduces"] == directions["here"].eq("yes")
             & directions["paper"].str[0].astype(int).ge(2)).all()  # fmt: skip
@@ -93,3 +93,13 @@ def test_a_missing_table_names_the_notebook_that_writes_it(tmp_path):
     (tables / "04_faithfulness.csv").unlink()
     with pytest.raises(MissingTableError, match="notebook 04"):
         analysis.main_results(tables)
+
+
+def test_noiser_side_by_side_ranks_the_shared_methods():
+    reference = pd.read_csv(REFERENCE_DIR / "noiser2025_table1.csv")
+    table = paper_tables.noiser_side_by_side(TABLES_DIR, reference)
+    assert list(table["method"]) == list(paper_tables.NOISER_METHODS)
+    noiser = reference[(reference["method"] == "Noiser") & (reference["model"] != "Average")]
+    got = table.set_index("method").loc["Noiser", "paper_log_ratio"]
+    assert got == pytest.approx(noiser["value"].mean())
+    assert sorted(table["paper_rank"]) == list(range(1, len(table) + 1))

@@ -58,6 +58,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "reports plots summary_results training_plots guided_plots",
         "summary",
         "analysis",
+        "paper_tables",
     )
 )
 #: Modules whose package imports are limited to these (stricter than their layer).

@@ -2,8 +2,7 @@
 
 * :func:`main_results`: model (base, fine-tuned, each regularised λ) × dataset × measure,
   each with its CI, n and the table it comes from;
-* :func:`fayyaz_side_by_side`: Fayyaz et al. (2024) Tables 2 and 4 beside ours, and
-  :func:`fayyaz_directions`: whether each of their findings points the same way here;
+* the papers' tables beside ours: :mod:`xalign_utils.paper_tables`;
 * :func:`failure_cases`: a gallery chosen by rule (confident predictions whose list
   disagrees most with a validated attribution), drawn by :func:`failure_figures`;
 * :func:`numbers_tex`: one LaTeX macro per headline number (value, CI low/high, n), so a
@@ -32,11 +31,6 @@ from .validation import TOPVAR
 
 #: The attribution method of Fayyaz et al.'s comparisons and of notebook 05's metrics.
 METHOD = "input_x_gradient"
-#: Their method names → ours (``Prompting`` is the model's own list).
-PAPER_METHODS = {"Attention": "attention", "Saliency": "saliency", "Input×Grad": METHOD,
-                 "Random": "random"}  # fmt: skip
-#: Their open models (fine-tuned and attributed; the GPT models were only prompted).
-OPEN_MODELS = ("Mistral-7B Instruct-v0.2", "Llama-2-7b chat", "Llama-3-8B Instruct")
 #: Measures of the main table, in order, with their LaTeX macro stems.
 MEASURES = {
     "accuracy": "Acc",
@@ -145,170 +139,6 @@ def main_results(tables_dir: Path) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out["measure"] = pd.Categorical(out["measure"], list(MEASURES), ordered=True)
     return out.sort_values(["measure", "dataset", "model"], kind="stable").reset_index(drop=True)
-
-
-def _ours_esnli(tables_dir: Path, main: pd.DataFrame) -> dict[tuple[str, str, str], pd.Series]:
-    """Our e-SNLI numbers keyed like the paper's rows: ``(table, stage, method)``."""
-    out: dict[tuple[str, str, str], pd.Series] = {}
-    esnli = (
-        main[main["dataset"] == "esnli"].astype({"measure": str}).set_index(["model", "measure"])
-    )
-    for stage, model in (("pretrained", "base"), ("finetuned", "fine-tuned")):
-        for table, method, measure in (
-            ("2_alignment_f1", "Prompting", "prompted_topvar_f1"),
-            ("2_alignment_f1", "Input×Grad", "ixg_topvar_f1"),
-            ("4_flip_rate_pct", "Input×Grad", "ixg_flip_rate"),
-        ):
-            if (model, measure) in esnli.index:
-                out[(table, stage, method)] = esnli.loc[(model, measure)]
-    plaus = read_table(tables_dir, "04_plausibility")
-    plaus = plaus[(plaus["dataset"] == "esnli") & (plaus["metric"] == "topvar_f1")]
-    flips = read_table(tables_dir, "04_table4_flip_rates")
-    flips = flips[flips["dataset"] == "esnli"]
-    align = read_table(tables_dir, "02_human_alignment").set_index("system")
-    if "random Top-Var" in align.index and "esnli" in align.columns:  # their Random: random words
-        v, lo, hi = parse_ci(align.loc["random Top-Var", "esnli"])
-        out[("2_alignment_f1", "pretrained", "Random")] = pd.Series(
-            {"value": v, "ci_low": lo, "ci_high": hi, "n": np.nan}
-        )
-    for paper, ours in PAPER_METHODS.items():
-        for table, frame, column in (("2_alignment_f1", plaus, "method"),
-                                     ("4_flip_rate_pct", flips, "selection")):  # fmt: skip
-            hit = frame[frame[column] == ours]
-            if len(hit):
-                out.setdefault((table, "pretrained", paper), hit.iloc[0])
-    for paper in ("Prompting", "Human", "All"):
-        hit = flips[flips["selection"] == paper]
-        if len(hit):
-            out.setdefault(("4_flip_rate_pct", "pretrained", paper), hit.iloc[0])
-    return out
-
-
-def fayyaz_side_by_side(
-    tables_dir: Path, main: pd.DataFrame, reference: pd.DataFrame
-) -> pd.DataFrame:
-    """Their Tables 2 (Top-Var alignment F1) and 4 (flip rate) beside ours, on e-SNLI
-    (the one dataset both evaluate), pretrained and fine-tuned.
-
-    Returns ``table``, ``stage``, ``method``, ``ours`` (value [CI]; proportions),
-    ``ours_value``, ``n``, one column per paper model (proportions, from the reference
-    CSV's percentages) and ``paper_min`` / ``paper_max`` over their models. Ours is "—"
-    where this compendium does not measure it (e.g. attention after fine-tuning).
-    """
-    ours = _ours_esnli(Path(tables_dir), main)
-    ref = reference[
-        reference["table"].isin(["2_alignment_f1", "4_flip_rate_pct"])
-        & (reference["dataset"] == "esnli")
-        & (reference["selection"] == "Top-Var")
-    ]
-    rows = []
-    for (table, stage, method), grp in ref.groupby(["table", "stage", "method"], sort=False):
-        hit = ours.get((table, stage, method))
-        values = (grp.set_index("model")["value"] / 100).to_dict()
-        rows.append(
-            {
-                "table": table,
-                "stage": stage,
-                "method": method,
-                "ours": "—" if hit is None
-                else f"{hit['value']:.2f} [{hit['ci_low']:.2f}, {hit['ci_high']:.2f}]",
-                "ours_value": np.nan if hit is None else float(hit["value"]),
-                "n": np.nan if hit is None else hit["n"],
-                **values,
-                "paper_min": grp["value"].min() / 100,
-                "paper_max": grp["value"].max() / 100,
-            }
-        )  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-#: Findings of Fayyaz et al. checked here: ``(finding, table, higher, lower)`` with
-#: ``higher``/``lower`` = ``(stage, method)`` rows of the side-by-side table; a finding
-#: holds when the first is larger.
-FINDINGS = (
-    ("Input×Grad aligns better than the prompted list (pretrained)", "2_alignment_f1",
-     ("pretrained", "Input×Grad"), ("pretrained", "Prompting")),
-    ("attribution aligns better than the prompted list after fine-tuning", "2_alignment_f1",
-     ("finetuned", "Input×Grad"), ("finetuned", "Prompting")),
-    ("fine-tuning raises Input×Grad's alignment", "2_alignment_f1",
-     ("finetuned", "Input×Grad"), ("pretrained", "Input×Grad")),
-    ("masking Input×Grad's words flips more than masking the prompted list", "4_flip_rate_pct",
-     ("pretrained", "Input×Grad"), ("pretrained", "Prompting")),
-    ("masking Input×Grad's words flips more than masking random words", "4_flip_rate_pct",
-     ("pretrained", "Input×Grad"), ("pretrained", "Random")),
-    ("fine-tuning raises Input×Grad's flip rate", "4_flip_rate_pct",
-     ("finetuned", "Input×Grad"), ("pretrained", "Input×Grad")),
-)  # fmt: skip
-
-
-def _step0(tables_dir: Path) -> dict[tuple[str, str], pd.Series]:
-    """Notebook 05's untrained checkpoint on e-SNLI (the examples its fine-tuned rows use),
-    keyed ``(table, method)``: the pretrained side of the "fine-tuning raises" findings."""
-    ckpt = read_table(tables_dir, "05_checkpoints")
-    first = ckpt[(ckpt["step"] == 0) & (ckpt["dataset"] == "esnli")]
-    out = {}
-    for table, method, col in (("2_alignment_f1", "Input×Grad", "align_ixg"),
-                               ("2_alignment_f1", "Prompting", "align_prompted"),
-                               ("4_flip_rate_pct", "Input×Grad", "flipped")):  # fmt: skip
-        if len(first) and pd.notna(first[col].iloc[0]):
-            r = first.iloc[0]
-            out[(table, method)] = pd.Series(
-                {"value": r[col], "ci_low": r[f"{col}_lo"], "ci_high": r[f"{col}_hi"]}
-            )
-    return out
-
-
-def _compare(a: pd.Series | None, b: pd.Series | None) -> str:
-    """``yes`` / ``no`` when the two 95% CIs are apart, ``undetermined`` when they
-    overlap, ``not measured`` when a number is missing."""
-    if a is None or b is None or pd.isna(a["value"]) or pd.isna(b["value"]):
-        return "not measured"
-    if a["ci_low"] > b["ci_high"]:
-        return "yes"
-    if a["ci_high"] < b["ci_low"]:
-        return "no"
-    return "undetermined (CIs overlap)"
-
-
-def fayyaz_directions(
-    tables_dir: Path, main: pd.DataFrame, side: pd.DataFrame, models: Sequence[str] = OPEN_MODELS
-) -> pd.DataFrame:
-    """Each :data:`FINDINGS` row: in how many of their ``models`` it holds, whether it
-    holds here (:func:`_compare` of our two 95% CIs, separate samples, so conservative)
-    and whether the direction reproduces (``yes`` here and in most of their models).
-    Findings about fine-tuning compare notebook 05's last checkpoint with its untrained
-    one, on the same examples."""
-    ours = _ours_esnli(Path(tables_dir), main)
-    step0 = _step0(Path(tables_dir))
-    rows = []
-    for finding, table, hi, lo in FINDINGS:
-        part = side[side["table"] == table].set_index(["stage", "method"])
-        if hi not in part.index or lo not in part.index:
-            continue
-        a, b = part.loc[hi], part.loc[lo]
-        paper = [bool(a[m] > b[m]) for m in models if pd.notna(a.get(m)) and pd.notna(b.get(m))]
-        if hi[0] != lo[0]:  # fine-tuned against untrained: notebook 05's own step 0
-            here = _compare(ours.get((table, *hi)), step0.get((table, lo[1])))
-        else:
-            here = _compare(ours.get((table, *hi)), ours.get((table, *lo)))
-        rows.append(
-            {
-                "finding": finding,
-                "table": table,
-                "paper": f"{sum(paper)} of {len(paper)} models",
-                "here": here,
-                "reproduces": here == "yes" and sum(paper) > len(paper) / 2,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def tables3_5(table: pd.DataFrame) -> pd.DataFrame:
-    """Notebook 05's Tables 3/5 side by side with ``agrees``: ``yes``/``no`` on the sign
-    of r when our CI excludes 0, ``undetermined`` when it does not."""
-    clear = (table["lo"] > 0) | (table["hi"] < 0)
-    same = np.sign(table["r"]) == np.sign(table["paper_r"])
-    return table.assign(agrees=np.where(clear, np.where(same, "yes", "no"), "undetermined"))
 
 
 _DIGITS = "Zero One Two Three Four Five Six Seven Eight Nine".split()
