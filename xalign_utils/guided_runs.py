@@ -8,13 +8,14 @@ predict-then-explain), each on the first ``n_guide`` attributed examples per dat
 * ``bias α``: :class:`~xalign_utils.decoding.steering.WordBias` with the steering
   method's word attributions (magnitude ÷ the example's largest), one row per α > 0;
 * ``extractive`` (word lists only): :class:`~xalign_utils.decoding.steering.ExtractiveList`;
-* ``constrained``: DBA beam search that must write the ``guide_k`` most attributed words.
+* ``constrained``: DBA beam search that must write the ``guide_k`` most attributed words,
+  and ``beam``: the same search without constraints (its reference).
 
 The steering method is the one-pass method notebook 04 found most faithful by erasure
-(comprehensiveness AOPC); the evaluation's consistency uses the best one-pass method of
-another family, so no condition is scored by the quantity it was steered by. The primary
-metric is the erasure faithfulness of the named words: their comprehensiveness minus that
-of as many random words (``comp_gain``), tested against greedy per dataset × role (Holm).
+(comprehensiveness AOPC, on its first ``n_faith`` examples per dataset, which 06 leaves
+out); the evaluation's consistency uses the best one-pass method of another family, so no
+condition is scored by the quantity it was steered by. The measures and tests are in
+:mod:`xalign_utils.guided_measures`.
 """
 
 from __future__ import annotations
