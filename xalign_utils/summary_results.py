@@ -48,8 +48,10 @@ def fayyaz_directions(tables_dir: Path) -> str:
     """Notebook 07: does each of Fayyaz et al.'s findings point the same way here?"""
     table = read_table(tables_dir, "07_fayyaz_directions")
     return (
-        "Fayyaz et al. (2024) findings on e-SNLI, here and in their three open models "
-        "(point estimates; the CIs are in `07_fayyaz_tables2_4`; `07_fayyaz_directions`):"
+        "Fayyaz et al. (2024) findings on e-SNLI, in their three open models and here "
+        "(yes/no only when our two 95% CIs are apart; fine-tuning findings against notebook "
+        "05's untrained checkpoint; numbers and CIs in `07_fayyaz_tables2_4`; "
+        "`07_fayyaz_directions`):"
         "\n\n" + _markdown(table[["finding", "paper", "here", "reproduces"]])
     )
 
@@ -101,7 +103,8 @@ def guided_decoding(tables_dir: Path) -> str:
         )
         + "\n\nWhat steering did to consistency with the *evaluation* method (rank AUC), "
         "fluency (log-perplexity under the unsteered model), the stated answer's accuracy "
-        "and the parse rate, condition − greedy, explanation types pooled (pairs clustered "
+        "and the parse rate, condition − its reference (greedy; beam search for the "
+        "constrained one), explanation types pooled (pairs clustered "
         "by example; effect sizes, not tests; `06_guided_effects`):\n\n"
         + _markdown(wide.rename(columns={"method": "dataset: measure"}))
     )
