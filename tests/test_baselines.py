@@ -55,41 +55,54 @@ def test_rationale_sources_and_raw_table_name():
     )
 
 
-def test_elicit_rationales_asks_each_source_and_role_in_order(monkeypatch):
+def test_elicit_rationales_asks_each_distinct_prompt_once_in_one_call(monkeypatch):
     calls = []
 
-    def fake_elicit(
-        model, tokenizer, examples, role, *, labels, fixed_k, max_new_tokens, batch_size
-    ):
-        calls.append((role, list(labels), fixed_k, max_new_tokens, batch_size))
-        return pd.DataFrame({"id": [ex.id for ex in examples], "role": role, "asked_label": labels})
+    def fake_elicit_many(model, tokenizer, requests, *, fixed_k, max_new_tokens, batch_size):
+        calls.append(([(ex.id, role, lab) for ex, role, lab in requests], fixed_k,
+                      max_new_tokens, batch_size))  # fmt: skip
+        return pd.DataFrame(
+            {"id": [ex.id for ex, _, _ in requests], "role": [r for _, r, _ in requests],
+             "asked_label": [lab for _, _, lab in requests]}
+        )  # fmt: skip
 
-    monkeypatch.setattr(B, "elicit", fake_elicit)
+    monkeypatch.setattr(B, "elicit_many", fake_elicit_many)
     examples = [_example("a", "positive"), _example("b", "negative")]
     cfg = load_config("smoke", rationale_labels="gold,pred")
     out = B.elicit_rationales(None, None, examples, PREDICTIONS, cfg)
-    assert [c[0] for c in calls] == ["rationale_unbound", "rationale_topk"] * 2
-    assert calls[0][1] == ["positive", "negative"]  # gold
-    # the model predicts "positive" for both: example a's prompt equals its gold prompt and
-    # is not generated again, only b's is
-    assert calls[2][1] == ["positive"]
-    assert calls[0][2:] == (cfg.topk_fixed, cfg.max_new_tokens, cfg.gen_batch_size)
+    assert len(calls) == 1  # every prompt in one call: the prompts of an example share a prefix
+    requests, *settings = calls[0]
+    # the model predicts "positive" for both: a's predicted-label prompt equals its gold one
+    # and is generated once; b's is generated for both labels
+    assert sorted(requests) == sorted(
+        [("a", role, "positive") for role in B.WORD_LIST_ROLES]
+        + [("b", role, lab) for role in B.WORD_LIST_ROLES for lab in ("negative", "positive")]
+    )
+    assert settings == [cfg.topk_fixed, cfg.max_new_tokens, cfg.gen_batch_size]
     assert list(out["label_source"]) == ["gold"] * 4 + ["pred"] * 4
+    assert (
+        list(out["role"])
+        == ["rationale_unbound"] * 2
+        + ["rationale_topk"] * 2
+        + ["rationale_unbound"] * 2
+        + ["rationale_topk"] * 2
+    )
     assert list(out["asked_label"][4:]) == ["positive", "positive"] * 2
     assert list(out.index) == list(range(8))
 
 
 def test_elicit_free_text_doubles_the_token_budget(monkeypatch):
-    budgets = []
+    calls = []
 
-    def fake_elicit(model, tokenizer, examples, role, *, max_new_tokens, batch_size):
-        budgets.append((role, max_new_tokens))
-        return pd.DataFrame({"id": [ex.id for ex in examples], "role": role})
+    def fake_elicit_many(model, tokenizer, requests, *, max_new_tokens, batch_size):
+        calls.append((requests, max_new_tokens))
+        return pd.DataFrame({"id": [ex.id for ex, _, _ in requests],
+                             "role": [r for _, r, _ in requests]})  # fmt: skip
 
-    monkeypatch.setattr(B, "elicit", fake_elicit)
+    monkeypatch.setattr(B, "elicit_many", fake_elicit_many)
     cfg = load_config("smoke")
     out = B.elicit_free_text(None, None, [_example("a", "positive")], cfg)
-    assert budgets == [(r, 2 * cfg.max_new_tokens) for r in B.FREE_TEXT_ROLES]
+    assert [c[1] for c in calls] == [2 * cfg.max_new_tokens]
     assert list(out["role"]) == list(B.FREE_TEXT_ROLES)
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from xalign_utils import data
 from xalign_utils import explanations as E
+from xalign_utils.decoding.generation import Generated
 from xalign_utils.explanations import (
     cited_positions,
     k_source,
@@ -212,7 +213,9 @@ def test_elicit_never_asks_for_zero_words_and_records_the_k_source(monkeypatch):
 
     monkeypatch.setattr(E, "render", fake_render)
     monkeypatch.setattr(
-        E, "generate", lambda m, t, ids, n, b: [{"text": "you", "hit_limit": False} for _ in ids]
+        E,
+        "greedy_generate",
+        lambda m, t, ids, n, b, **kw: [Generated([1], "you", False) for _ in ids],
     )
     exs = [_hatexplain([0, 0, 0, 0]), _hatexplain([0, 1, 0, 0])]
     out = E.elicit(None, None, exs, "rationale_topk", fixed_k=3)

@@ -240,7 +240,7 @@ def test_a_run_on_an_adapter_has_its_own_outputs(repo):
 
 
 def test_notebooks_come_from_the_folder_and_figures_runs_the_last(tmp_path):
-    names = [*NOTEBOOKS, "07_analysis.ipynb", "10_extra.ipynb"]
+    names = [*dict.fromkeys([*NOTEBOOKS, "07_analysis.ipynb"]), "10_extra.ipynb"]
     repo = make_repo(tmp_path / "repo", notebooks=names)
     fake_outputs(repo, "smoke", names)
     assert executed(papermill_calls(make(repo, "-n", "figures", "PROFILE=smoke"))) == [names[-1]]

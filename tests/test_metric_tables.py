@@ -121,7 +121,7 @@ def test_ccshap_table_compares_profiles(monkeypatch):
 
 
 def test_load_inputs_reads_the_stages_before_and_tables_are_stored(tmp_project):
-    cfg = config.load_config("smoke", datasets="esnli", methods="saliency")
+    cfg = config.load_config("smoke", datasets="esnli", methods="saliency", n_faith=2)
     examples = [_example(f"esnli-{i}", rationale=[1, 0, 0, 0, 0]) for i in range(3)]
     save_examples(examples, processed_path(cfg.processed_dir, "esnli", "eval"))
     attr = _attr([ex.id for ex in examples], methods=("saliency",))
