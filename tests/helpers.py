@@ -27,3 +27,18 @@ def text_example(
         rationale=None if rationale is None else {"text": rationale},
         meta=dict(meta or {}),
     )
+
+
+def segments_example(dataset: str, segments: dict[str, str], ex_id: str = "t") -> Example:
+    """An example of ``dataset`` from its segment texts (words split on spaces), labelled
+    with the dataset's first label: enough to render any prompt."""
+    from xalign_utils.data import LABELS
+
+    return Example(
+        id=ex_id,
+        dataset=dataset,
+        split="test",
+        label=LABELS[dataset][0],
+        segments=segments,
+        words={k: v.split() for k, v in segments.items()},
+    )

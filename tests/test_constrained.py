@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 import torch
+from helpers import segments_example
 
-from xalign_utils import data, models, prompts
+from xalign_utils import models, prompts
 from xalign_utils.data import Example
 from xalign_utils.decoding.constrained import allocate, constrained_beam_search
 
@@ -24,14 +25,7 @@ MOVIES = {"text": "a dull , lifeless script that wastes its talented cast ."}
 
 
 def _example(dataset: str, segments: dict[str, str]) -> Example:
-    return Example(
-        id="t",
-        dataset=dataset,
-        split="test",
-        label=data.LABELS[dataset][0],
-        segments=segments,
-        words={k: v.split() for k, v in segments.items()},
-    )
+    return segments_example(dataset, segments)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import segments_example
 
-from xalign_utils import data, models, prompts
+from xalign_utils import models, prompts
 from xalign_utils.data import Example
 from xalign_utils.decoding.generation import (
     continuation_logprobs,
@@ -37,15 +38,7 @@ ROLES = ("rationale_unbound", "rationale_topk", "explain_then_predict")
 
 
 def _example(dataset: str) -> Example:
-    segments = SEGMENTS[dataset]
-    return Example(
-        id=dataset,
-        dataset=dataset,
-        split="test",
-        label=data.LABELS[dataset][0],
-        segments=segments,
-        words={k: v.split() for k, v in segments.items()},
-    )
+    return segments_example(dataset, SEGMENTS[dataset], ex_id=dataset)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import segments_example
 
 from xalign_utils import data, prompts
 from xalign_utils.data import Example
@@ -13,14 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def _example(dataset: str, **segments: str) -> Example:
-    return Example(
-        id="t",
-        dataset=dataset,
-        split="test",
-        label=data.LABELS[dataset][0],
-        segments=segments,
-        words={k: v.split() for k, v in segments.items()},
-    )
+    return segments_example(dataset, segments)
 
 
 def _check_spans(tokenizer, rp: prompts.RenderedPrompt) -> None:

@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..models import expand_prefix, shared_prefix_length
+from ..models import expand_prefix, left_pad, shared_prefix_length
 
 
 class StepProcessor(Protocol):
@@ -59,17 +59,6 @@ def eos_ids(model, tokenizer) -> set[int]:
     return {tokenizer.eos_token_id} | set(
         np.atleast_1d(model.generation_config.eos_token_id or []).tolist()
     )
-
-
-def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s) :] = torch.tensor(list(s), dtype=torch.long)
-            mask[i, width - len(s) :] = 1
-    return ids, mask
 
 
 def plan_batches(
@@ -213,7 +202,7 @@ def _prefill(model, tokenizer, prompts, batch, shared, shared_kv, tails=None, ke
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
     # Level 2: one row per unit, its group prefix on top of the shared keys/values.
-    g_ids, g_mask = _left_pad([prompts[u[1][0]][shared : shared + u[0]] for u in batch], pad)
+    g_ids, g_mask = left_pad([prompts[u[1][0]][shared : shared + u[0]] for u in batch], pad)
     base = torch.ones((len(batch), shared), dtype=torch.long)
     g_pos = shared + (g_mask.cumsum(1) - 1).clamp(min=0)
     cache = expand_prefix(model, shared_kv, len(batch))
@@ -235,7 +224,7 @@ def _prefill(model, tokenizer, prompts, batch, shared, shared_kv, tails=None, ke
     suffixes = [list(prompts[i][shared + g :]) for i, g in zip(rows, glens.tolist(), strict=True)]
     if tails is not None:
         suffixes = [s + list(tails[i]) for s, i in zip(suffixes, rows, strict=True)]
-    s_ids, s_mask = _left_pad(suffixes, pad)
+    s_ids, s_mask = left_pad(suffixes, pad)
     mask = torch.cat([base[unit_of], g_mask[unit_of], s_mask], 1)
     pos = shared + glens[:, None] + (s_mask.cumsum(1) - 1).clamp(min=0)
     out = model(
