@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from xalign_utils import attribution as A
+from xalign_utils import comparisons as C
 from xalign_utils import data
 from xalign_utils import faithfulness as F
 
@@ -41,14 +42,14 @@ def test_log_ratio_to_random():
             "comp_aopc": [0.1, 0.1, 0.2, 0.2],
         }
     )
-    out = F.log_ratio_to_random(table, "comp_aopc").set_index("method")
+    out = C.log_ratio_to_random(table, "comp_aopc").set_index("method")
     assert out.loc["ig", "log_ratio"] == pytest.approx(np.log(2))
     assert out.loc["random", "log_ratio"] == pytest.approx(0.0)
     assert out.loc["ig", "ci_low"] == pytest.approx(np.log(2))  # constant ratio: no spread
     assert out.loc["ig", "n"] == 2 and out.loc["ig", "n_boot_undefined"] == 0
     # Random erasure that helps the prediction on average: no scale, NaN and no CI.
     flipped = table.assign(comp_aopc=[-0.1, -0.1, 0.2, 0.2])
-    out = F.log_ratio_to_random(flipped, "comp_aopc").set_index("method")
+    out = C.log_ratio_to_random(flipped, "comp_aopc").set_index("method")
     assert np.isnan(out.loc["ig", "log_ratio"]) and np.isnan(out.loc["ig", "ci_low"])
     # Spread across examples gives a CI around the point estimate.
     noisy = pd.DataFrame(
@@ -59,7 +60,7 @@ def test_log_ratio_to_random():
             "comp_aopc": list(np.linspace(0.05, 0.15, 20)) + list(np.linspace(0.1, 0.5, 20)),
         }
     )
-    row = F.log_ratio_to_random(noisy, "comp_aopc").set_index("method").loc["ig"]
+    row = C.log_ratio_to_random(noisy, "comp_aopc").set_index("method").loc["ig"]
     assert row["ci_low"] < row["log_ratio"] < row["ci_high"]
 
 

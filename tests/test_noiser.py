@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -95,7 +96,7 @@ def test_noise_is_one_seeded_draw_absolute_or_relative():
 
 def test_options_are_checked():
     with pytest.raises(ValueError, match="noiser_next_token"):
-        N.noiser(None, None, variant="paper")
+        N.noiser(None, SimpleNamespace(kind="classification"), variant="paper")
     with pytest.raises(ValueError, match="variant"):
         N.noiser(None, None, variant="vocabulary")
     with pytest.raises(ValueError, match="scaling"):

@@ -12,7 +12,14 @@ import numpy as np
 import pandas as pd
 
 from .attribution.registry import methods_where
-from .stats import bootstrap_ci, ci_table, paired_tests, rank_corr
+from .stats import (
+    MetricSpec,
+    bootstrap_ci,
+    ci_table,
+    paired_tests,
+    percentile_bootstrap,
+    rank_corr,
+)
 
 #: Consistency's primary metric (DESIGN.md §8).
 PRIMARY_CONSISTENCY = "rank_auc"
@@ -71,10 +78,15 @@ def pooled_primary_tests(
     ).drop(columns="_all")
 
 
+def metric_directions(metrics: Mapping[str, MetricSpec]) -> pd.Series:
+    """``higher_is_better`` of each metric of a family (e.g. ``faithfulness.METRICS``)."""
+    return pd.Series({m: s.higher_is_better for m, s in metrics.items()}, name="higher_is_better")
+
+
 def against_nulls(
     table: pd.DataFrame,
-    metrics: Sequence[str],
-    directions: Mapping[str, bool],
+    metrics: Sequence[str] | Mapping[str, MetricSpec],
+    directions: Mapping[str, bool] | None = None,
     by: Sequence[str] = ("dataset",),
     seed: int = 0,
 ) -> pd.DataFrame:
@@ -82,9 +94,12 @@ def against_nulls(
     tokens per word, rarity) per ``by`` group, with a cluster-bootstrap CI over examples.
 
     "Best" is the null with the highest mean in the metric's good direction
-    (``directions[metric]``: higher is better), so a method only beats the nulls when it
-    beats the strongest of them on the same examples.
+    (``directions[metric]``: higher is better; by default the ``higher_is_better`` of
+    ``metrics`` given as a family of :class:`~xalign_utils.stats.MetricSpec`), so a method
+    only beats the nulls when it beats the strongest of them on the same examples.
     """
+    if directions is None:
+        directions = {m: s.higher_is_better for m, s in metrics.items()}
     nulls = set(methods_where(family="null"))
     rows = []
     for key, grp in table.groupby(list(by), sort=False):
@@ -117,3 +132,52 @@ def position_correlation(
         rho=[rank_corr(m, np.arange(len(m))) for m in attributions["magnitude"]]
     )
     return ci_table(rho, list(by), ["rho"], seed=seed, cluster="id")
+
+
+def log_ratio_to_random(
+    table: pd.DataFrame,
+    metric: str,
+    random: str = "random",
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Each method's mean ``metric`` as ``log(mean_method / mean_random)`` on the examples
+    both share, per dataset, with a percentile bootstrap CI that resamples those examples
+    (pairs kept together).
+
+    The ratio is NaN when either mean is not positive: a random baseline that is on
+    average ≤ 0 (erasing random words *raises* the prediction's probability) gives no
+    scale to compare against. Resamples where it is undefined are left out of the CI and
+    counted in ``n_boot_undefined``.
+    """
+
+    def ratio(m: np.ndarray, r: np.ndarray) -> float:
+        mm, rr = m.mean(), r.mean()
+        return float(np.log(mm / rr)) if mm > 0 and rr > 0 else np.nan
+
+    out = []
+    rng = np.random.default_rng(seed)
+    for dataset, part in table.groupby("dataset", sort=False):
+        wide = part.pivot_table(index="id", columns="method", values=metric, aggfunc="first")
+        if random not in wide:
+            continue
+        for method in wide.columns:
+            both = wide[[random]].assign(_m=wide[method]).dropna()
+            m, r = both["_m"].to_numpy(), both[random].to_numpy()
+            row = {
+                "dataset": dataset,
+                "method": method,
+                "metric": metric,
+                "log_ratio": ratio(m, r) if len(both) else np.nan,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "n": len(both),
+                "n_boot_undefined": 0,
+            }
+            if not np.isnan(row["log_ratio"]):
+                row["ci_low"], row["ci_high"], row["n_boot_undefined"] = percentile_bootstrap(
+                    lambda i, m=m, r=r: ratio(m[i], r[i]), len(both), rng, n_boot, level
+                )
+            out.append(row)
+    return pd.DataFrame(out)

@@ -97,6 +97,9 @@ class RunConfig:
             SHAP, occlusion, LIME, KernelSHAP): the first ``n_attr_costly`` of the
             ``n_attr``, so every method is compared on the same examples.
         n_attr_noiser: examples per dataset for Noiser (the costliest method).
+        next_token_datasets, n_next_token: the Noiser paper's setting in notebooks 03/04
+            (plain prompts, greedy next token, every method): datasets and how many
+            prompts of each (same order); they name their stored tables.
         n_samples: perturbation samples of LIME and KernelSHAP; gradient SHAP uses a
             quarter of them (each of its samples is a forward *and* backward).
         noise_samples: Noiser's Gaussian noise samples per token.
@@ -159,6 +162,8 @@ class RunConfig:
     n_attr: int = 48
     n_attr_costly: int = 6
     n_attr_noiser: int = 2
+    next_token_datasets: tuple[str, ...] = ("knowns", "longra")
+    n_next_token: tuple[int, ...] = (50, 6)
     n_samples: int = 64
     noise_samples: int = 10
     bisection_steps: int = 10
@@ -269,8 +274,10 @@ GUIDE_FIELDS = ("n_guide", "guide_alphas", "guide_k", "guide_beams")
 
 #: Fields that never enter a hash: they change no stored number (``num_processes``: the
 #: sharded runner is tested equal to one process; ``n_heatmap``: figures only) or name
-#: their own stored table (``rationale_labels``).
-UNHASHED_FIELDS = ("rationale_labels", "num_processes", "n_heatmap")
+#: their own stored table (``rationale_labels``, the next-token experiment's).
+UNHASHED_FIELDS = tuple(
+    "rationale_labels num_processes n_heatmap next_token_datasets n_next_token".split()
+)
 
 PROFILES: dict[str, RunConfig] = {
     "smoke": RunConfig(
@@ -284,6 +291,7 @@ PROFILES: dict[str, RunConfig] = {
         n_attr=3,
         n_attr_costly=2,
         n_attr_noiser=1,
+        n_next_token=(2, 1),
         n_samples=8,
         noise_samples=2,
         bisection_steps=2,
@@ -340,6 +348,7 @@ PROFILES: dict[str, RunConfig] = {
         n_attr=300,
         n_attr_costly=300,
         n_attr_noiser=300,
+        n_next_token=(300, 300),
         n_samples=256,
         n_faith=300,
         # Fayyaz et al. Table A.2 (their e-SNLI/FEVER learning rate), one checkpoint per epoch

@@ -32,12 +32,13 @@ import torch
 from scipy.special import softmax
 
 from .data.registry import LABELS
-from .forward import forward_args, input_embeddings, make_forward, prepare
+from .forward import forward_args, input_embeddings, make_forward
 from .models import context_length
+from .next_token import answer_distribution, greedy_tokens, is_next_token, prepare_batch
 from .prompts import ContextLengthError, render
 from .schema import Example
-from .scoring import label_logprobs
-from .stats import MetricSpec, percentile_bootstrap, top_k
+from .scoring import first_token, label_logprobs
+from .stats import MetricSpec, top_k
 
 BINS = (1, 5, 10, 20, 50)
 
@@ -118,6 +119,35 @@ def label_probabilities(
     return out
 
 
+def _answer_probabilities(
+    model, tokenizer, judge, variants: list[Example], originals: list[Example], batch_size: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, Sequence[str]]]:
+    """The erased prompts' answer distributions under the model and the judge, and each
+    example's answer names.
+
+    Classification: label probabilities renormalised over the label set. Next-token
+    prompts: ``[p(ŷ), max p(other token)]`` over the whole vocabulary, ŷ the greedy token
+    of the unerased prompt (:func:`~xalign_utils.next_token.answer_distribution`); a
+    judge with another tokenizer is asked for the first token of ŷ's text in its own.
+    """
+    dataset = originals[0].dataset
+    if not is_next_token(dataset):
+        probs = label_probabilities(model, tokenizer, variants, batch_size)
+        judged = probs if judge is None else label_probabilities(*judge, variants, batch_size)
+        return probs, judged, {ex.id: LABELS[dataset] for ex in originals}
+    greedy = dict(
+        zip([ex.id for ex in originals], greedy_tokens(model, tokenizer, originals), strict=True)
+    )
+    names = {i: (tokenizer.decode([t]), "<other token>") for i, t in greedy.items()}
+    targets = [greedy[v.id] for v in variants]
+    probs = answer_distribution(model, tokenizer, variants, targets, batch_size)
+    if judge is None:
+        return probs, probs, names
+    judge_ids = {i: first_token(judge[1], names[i][0]) for i in greedy}
+    judged = answer_distribution(*judge, variants, [judge_ids[v.id] for v in variants], batch_size)
+    return probs, judged, names
+
+
 def flipped(erased: np.ndarray, pred: int) -> float:
     """1.0 when the erased input's label distribution predicts another label than
     ``pred``, NaN when it is undefined (an over-long prompt)."""
@@ -153,7 +183,6 @@ def erasure_table(
     ok = attributions[attributions["status"].eq("ok")]
     rows = []
     for dataset, part in ok.groupby("dataset", sort=False):
-        labels = LABELS[dataset]
         ids = list(dict.fromkeys(part["id"]))
         variants: list[Example] = []
         index: dict[tuple, int] = {}
@@ -189,17 +218,14 @@ def erasure_table(
                     else want(ex, frozenset(range(n)) - frozenset(top_k(mags, bin_size(50, n))))
                 )
                 plan.append((ex_id, rec.method, refs, keys))
-        probs = label_probabilities(model, tokenizer, variants, batch_size)
-        judged = (
-            probs
-            if judge is None
-            else label_probabilities(judge[0], judge[1], variants, batch_size)
+        probs, judged, labels = _answer_probabilities(
+            model, tokenizer, judge, variants, [examples_by_id[i] for i in ids], batch_size
         )
         for ex_id, method, refs, keys in plan:
             full = probs[index[refs["full"]]]
             pred = int(full.argmax())
             dist = {name: probs[index[key]] for name, key in keys.items()}
-            row = {"id": ex_id, "dataset": dataset, "method": method, "pred": labels[pred]}
+            row = {"id": ex_id, "dataset": dataset, "method": method, "pred": labels[ex_id][pred]}
             row["p_full"] = float(full[pred])
             for b in bins:
                 row[f"comp_{b:g}"] = row["p_full"] - float(dist[("comp", b)][pred])
@@ -214,55 +240,6 @@ def erasure_table(
             row["answerable"] = 1.0 - flipped(judged[index[keys["answer"]]], pred)
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-def log_ratio_to_random(
-    table: pd.DataFrame,
-    metric: str,
-    random: str = "random",
-    n_boot: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> pd.DataFrame:
-    """Each method's mean ``metric`` as ``log(mean_method / mean_random)`` on the examples
-    both share, per dataset, with a percentile bootstrap CI that resamples those examples
-    (pairs kept together).
-
-    The ratio is NaN when either mean is not positive: a random baseline that is on
-    average ≤ 0 (erasing random words *raises* the prediction's probability) gives no
-    scale to compare against. Resamples where it is undefined are left out of the CI and
-    counted in ``n_boot_undefined``.
-    """
-
-    def ratio(m: np.ndarray, r: np.ndarray) -> float:
-        mm, rr = m.mean(), r.mean()
-        return float(np.log(mm / rr)) if mm > 0 and rr > 0 else np.nan
-
-    out = []
-    rng = np.random.default_rng(seed)
-    for dataset, part in table.groupby("dataset", sort=False):
-        wide = part.pivot_table(index="id", columns="method", values=metric, aggfunc="first")
-        if random not in wide:
-            continue
-        for method in wide.columns:
-            both = wide[[random]].assign(_m=wide[method]).dropna()
-            m, r = both["_m"].to_numpy(), both[random].to_numpy()
-            row = {
-                "dataset": dataset,
-                "method": method,
-                "metric": metric,
-                "log_ratio": ratio(m, r) if len(both) else np.nan,
-                "ci_low": np.nan,
-                "ci_high": np.nan,
-                "n": len(both),
-                "n_boot_undefined": 0,
-            }
-            if not np.isnan(row["log_ratio"]):
-                row["ci_low"], row["ci_high"], row["n_boot_undefined"] = percentile_bootstrap(
-                    lambda i, m=m, r=r: ratio(m[i], r[i]), len(both), rng, n_boot, level
-                )
-            out.append(row)
-    return pd.DataFrame(out)
 
 
 def explanation_comprehensiveness(
@@ -364,7 +341,9 @@ def soft_erasure(
     Word magnitudes are min–max normalised per example to importances ``a`` ∈ [0, 1].
     Each embedding dimension of a word's tokens is kept with probability ``a``
     (sufficiency) or ``1 − a`` (comprehensiveness), Bernoulli-sampled (seeded). With p
-    the probability of the attribution's target label *renormalised over the label set*
+    (next-token prompts: the greedy token's probability over the whole vocabulary, as
+    Zhao & Aletras define it for generation; classification:) the probability of the
+    attribution's target label *renormalised over the label set*
     (each label summed over its surface forms, as hard erasure and predictions use it; the
     whole-vocabulary probability of a first token puts < 1% of its mass on labels and
     makes the normaliser tiny):
@@ -381,11 +360,15 @@ def soft_erasure(
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
             sub = part[part["id"].isin(chunk)]
-            labels = [sub[sub["id"] == i]["target_label"].iloc[0] for i in chunk]
-            batch = prepare(model, tokenizer, [examples_by_id[i] for i in chunk], labels=labels)
+            exs = [examples_by_id[i] for i in chunk]
+            if is_next_token(_dataset):  # the greedy token over the whole vocabulary
+                batch = prepare_batch(model, tokenizer, exs)
+            else:  # the target label renormalised over the label set
+                labels = [sub[sub["id"] == i]["target_label"].iloc[0] for i in chunk]
+                batch = prepare_batch(model, tokenizer, exs, labels=labels)
             full, inp = input_embeddings(model, batch)
             full, inp = full.detach(), inp.detach()
-            forward = make_forward(model, batch, renormalise=True)
+            forward = make_forward(model, batch, renormalise=batch.kind == "classification")
             args = forward_args(batch, full, all_labels=True)
             with torch.no_grad():
                 p_full = forward(inp, *args).exp()

@@ -50,7 +50,9 @@ class Batch:
     surface form of every label (``-1`` pads a shorter form); ``form_label`` ``[B, F]``:
     the label index each form belongs to (``-1``: no form). Under
     ``target_mode="first_token"`` each label has one form, its most probable form's first
-    token.
+    token. A ``next_token`` batch (:mod:`xalign_utils.next_token`: plain prompts, no chat
+    template) has one "label" per example, its greedy next token (``forms [B, 1, 1]``), so
+    the target is that token's probability over the whole vocabulary.
     """
 
     examples: list[Example]
@@ -70,6 +72,7 @@ class Batch:
     target_mode: str = "label"
     prefix_len: int = 0
     prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    kind: str = "classification"
 
     @property
     def size(self) -> int:
@@ -96,6 +99,7 @@ class Batch:
             self.target_mode,
             self.prefix_len,
             self.prefix_kv,
+            self.kind,
         )
 
 
@@ -103,6 +107,25 @@ class Batch:
 #: samples). Each sequence of a ~100-token prompt holds ~100 MB of activations for the
 #: backward pass of the offline model, so 32 keeps a batch within a few GB.
 MAX_ROWS = 32
+
+
+def input_index(
+    rendered: Sequence[RenderedPrompt], width: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(in_pos, in_valid, tok_word)`` ``[B, P]`` of left-padded prompts of ``width``
+    tokens: each input-word token's position, whether the slot is used, and its word."""
+    n_in = max(max((len(r.input_positions) for r in rendered), default=1), 1)
+    in_pos = torch.zeros((len(rendered), n_in), dtype=torch.long)
+    in_valid = torch.zeros((len(rendered), n_in), dtype=torch.bool)
+    tok_word = torch.full((len(rendered), n_in), -1, dtype=torch.long)
+    for b, rp in enumerate(rendered):
+        offset = width - len(rp.input_ids)  # the padding sits before the prompt's own tokens
+        j = 0
+        for w, span in enumerate(rp.word_tokens):
+            for p in span:
+                in_pos[b, j], in_valid[b, j], tok_word[b, j] = p + offset, True, w
+                j += 1
+    return in_pos, in_valid, tok_word
 
 
 def prepare(
@@ -165,18 +188,7 @@ def prepare(
     ids = torch.cat([prefix, rest_ids], 1)
     mask = torch.cat([torch.ones_like(prefix), rest_mask], 1)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    width = ids.shape[1]
-    n_in = max(max((len(r.input_positions) for r in rendered), default=1), 1)
-    in_pos = torch.zeros((len(rendered), n_in), dtype=torch.long)
-    in_valid = torch.zeros((len(rendered), n_in), dtype=torch.bool)
-    tok_word = torch.full((len(rendered), n_in), -1, dtype=torch.long)
-    for b, rp in enumerate(rendered):
-        offset = width - len(rp.input_ids)  # the padding sits between prefix and rest
-        j = 0
-        for w, span in enumerate(rp.word_tokens):
-            for p in span:
-                in_pos[b, j], in_valid[b, j], tok_word[b, j] = p + offset, True, w
-                j += 1
+    in_pos, in_valid, tok_word = input_index(rendered, ids.shape[1])
     names = LABELS[dataset]
     tgt = torch.tensor([names.index(lab) for lab in labels])
     con = torch.tensor([names.index(lab) for lab in contrast_labels]) if contrast_labels else None

@@ -18,7 +18,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from . import consistency, faithfulness, plausibility, validation
+from . import comparisons, consistency, faithfulness, plausibility, validation
 from .attribution import continuation_attribution
 from .config import RunConfig
 from .data import load_processed
@@ -257,8 +257,8 @@ def flip_references(faith: pd.DataFrame) -> pd.DataFrame:
 
 
 def log_ratios(faith: pd.DataFrame) -> pd.DataFrame:
-    """:func:`xalign_utils.faithfulness.log_ratio_to_random` of :data:`LOG_RATIO_METRICS`."""
-    return pd.concat([faithfulness.log_ratio_to_random(faith, m) for m in LOG_RATIO_METRICS])
+    """:func:`xalign_utils.comparisons.log_ratio_to_random` of :data:`LOG_RATIO_METRICS`."""
+    return pd.concat([comparisons.log_ratio_to_random(faith, m) for m in LOG_RATIO_METRICS])
 
 
 def consistency_with_labels(

@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .data.registry import DATASETS, LABELS
 from .schema import Example
 
@@ -214,3 +216,26 @@ def render(
         if len(hits) != len(covered) or len(set(hits)) > 1:
             shared.append(ti)
     return RenderedPrompt(text, list(ids), word_tokens, ex.flat_words(), shared)
+
+
+def render_plain(tokenizer, ex: Example, *, max_length: int | None = None) -> RenderedPrompt:
+    """A next-token prompt (Knowns, LongRA) as plain text: its words joined by spaces, no
+    chat template and no special tokens (the Noiser paper's setting), words mapped to the
+    tokens that cover them. Every token of the prompt belongs to an input word.
+
+    Raises:
+        ContextLengthError: the prompt is longer than ``max_length`` tokens.
+    """
+    words = ex.flat_words()
+    text = " ".join(words)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    if max_length is not None and len(ids) > max_length:
+        raise ContextLengthError(f"{ex.id}: prompt has {len(ids)} tokens, context is {max_length}")
+    starts = np.cumsum([0] + [len(w) + 1 for w in words[:-1]])  # each word's first char
+    word_tokens: list[list[int]] = [[] for _ in words]
+    for ti, (s, e) in enumerate(offsets):
+        piece = text[s:e]
+        first_char = s + len(piece) - len(piece.lstrip()) if piece.strip() else s
+        word_tokens[int(np.searchsorted(starts, first_char, side="right")) - 1].append(ti)
+    return RenderedPrompt(text, list(ids), word_tokens, words)

@@ -22,8 +22,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..forward import forward_args, input_embeddings, make_forward, prepare
+from ..forward import forward_args, input_embeddings, make_forward
 from ..models import context_length
+from ..next_token import prepare_batch, render_prompt
 from ..prompts import ContextLengthError, RenderedPrompt, render
 from ..schema import Example, lookup
 from .registry import METHODS
@@ -92,7 +93,7 @@ def attribute(
     by_dataset: dict[str, list[int]] = {}
     for i, ex in enumerate(examples):
         try:
-            render(tokenizer, ex, "classify", max_length=limit)
+            render_prompt(tokenizer, ex, max_length=limit)
         except ContextLengthError:
             rows += [
                 _row(ex, None, m, status="context_overflow", _order=(i, k))
@@ -103,7 +104,7 @@ def attribute(
     for idx in by_dataset.values():
         chunks += [idx[s : s + batch_size] for s in range(0, len(idx), batch_size)]
     for chunk in tqdm(chunks, disable=not progress, desc="attribution", leave=False):
-        batch = prepare(
+        batch = prepare_batch(
             model,
             tokenizer,
             [examples[i] for i in chunk],
@@ -194,7 +195,7 @@ def path_values(
         by_dataset.setdefault(ex.dataset, []).append(ex)
     for exs in by_dataset.values():
         for start in range(0, len(exs), batch_size):
-            batch = prepare(model, tokenizer, exs[start : start + batch_size], target=target)
+            batch = prepare_batch(model, tokenizer, exs[start : start + batch_size], target=target)
             full, inp = input_embeddings(model, batch)
             forward, args = make_forward(model, batch), forward_args(batch, full.detach())
             with torch.no_grad():

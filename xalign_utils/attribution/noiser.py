@@ -14,8 +14,9 @@ plain prompt and its greedy next token y:
    *mean* over samples of the noisy next-token distributions;
 4. σ* = the smallest σ over tokens; token t's score is ``p(y|x) − mean_s p(y|x, σ*·noise on t)``.
 
-That is ``variant="paper"``, :func:`noiser_next_token` (plain prompts, e.g. Knowns and
-LongRA): ``forward.prepare`` renders only classification prompts, so it works on token ids.
+That is ``variant="paper"``: :func:`noiser` on a next-token batch (Knowns, LongRA through
+:mod:`xalign_utils.next_token`, prefix cache reused), and :func:`noiser_next_token` on raw
+token ids (one prompt, full passes: the reference the batched path is tested against).
 
 **Label-set adaptation** (``variant="label_set"``, :func:`noiser`, the registry's method for
 prompted classification): the same noise, bisection and σ*, but the prediction is the label
@@ -52,7 +53,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..forward import Batch, input_embeddings, label_logprobs_at, prompt_cache, with_prefix
+from ..forward import (
+    Batch,
+    input_embeddings,
+    label_logprobs_at,
+    last_logits,
+    prompt_cache,
+    with_prefix,
+)
 from .aggregate import to_words
 
 #: E‖ε‖_p of ε ~ N(0, I_d) (approximations the paper uses): noise is ``ε / B_p(d)``.
@@ -281,7 +289,10 @@ def noiser(
     chunk: int = 64,
     **_,
 ) -> tuple[list, dict]:
-    """Noiser's label-set adaptation on a prompted-classification batch (module doc).
+    """Noiser's label-set adaptation on a prompted-classification batch (module doc); on a
+    next-token batch (:mod:`xalign_utils.next_token`) the paper's algorithm: the greedy
+    token must stay the argmax of the mean whole-vocabulary distribution (``variant`` is
+    then ignored).
 
     Each example's input-word tokens are noised one at a time; the prediction is the
     argmax of the whole-label log-probabilities and must equal the batch's target label
@@ -295,15 +306,15 @@ def noiser(
         not the prediction, or a bug) and ``noiser_no_sigma`` (flagged rows: scores 0).
 
     Raises:
-        ValueError: ``variant="paper"`` (use :func:`noiser_next_token`: ``prepare`` does
-            not build plain next-token prompts) or an unknown option value.
+        ValueError: ``variant="paper"`` on a classification batch (its predictions are
+            labels, not tokens) or an unknown option value.
     """
     _check("variant", variant, VARIANTS)
-    if variant == "paper":
+    if variant == "paper" and batch.kind != "next_token":
         raise ValueError(
-            "variant='paper' attributes the greedy next token of a plain prompt: use "
-            "noiser_next_token(model, input_ids, ...); prepare() builds classification "
-            "prompts, whose predictions are labels (variant='label_set')"
+            "variant='paper' attributes the greedy next token of a plain prompt: use a "
+            "next-token dataset (knowns, longra) or noiser_next_token(model, input_ids); "
+            "classification prompts predict labels (variant='label_set')"
         )
     unit = unit_noise(noise_samples, model.get_input_embeddings().weight.shape[-1], seed, norm)
     results, sigma, clean_ok, no_sigma = [], [], [], []
@@ -315,9 +326,27 @@ def noiser(
         valid = one.in_valid[0]
         positions = one.in_pos[0][valid]
 
-        def probs_fn(rows: torch.Tensor, start: int, one: Batch = one, kv=kv) -> torch.Tensor:
-            scores = label_scores(model, with_prefix(one, kv, start), rows)
-            return torch.softmax(scores, -1)
+        if one.kind == "next_token":  # the paper's: the whole-vocabulary distribution
+
+            def probs_fn(rows: torch.Tensor, start: int, one: Batch = one, kv=kv) -> torch.Tensor:
+                k = rows.shape[0]
+                logits = last_logits(
+                    model,
+                    rows,
+                    one.mask.expand(k, -1),
+                    one.positions.expand(k, -1),
+                    with_prefix(one, kv, start),
+                )
+                return torch.softmax(logits.float(), -1)
+
+            target = int(one.forms[0, 0, 0])
+        else:
+
+            def probs_fn(rows: torch.Tensor, start: int, one: Batch = one, kv=kv) -> torch.Tensor:
+                scores = label_scores(model, with_prefix(one, kv, start), rows)
+                return torch.softmax(scores, -1)
+
+            target = int(one.target[0])
 
         noise = token_noise(unit, inp[0][valid], scaling, norm)
         res = search(
@@ -325,7 +354,7 @@ def noiser(
             full[0],
             positions,
             noise,
-            int(one.target[0]),
+            target,
             bisection_steps,
             criterion,
             chunk,
