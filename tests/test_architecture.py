@@ -58,7 +58,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "reports plots summary_results training_plots guided_plots",
         "metric_plots",
         "summary",
-        "analysis",
+        "captions",
+        "analysis multilingual",
         "paper_tables",
     )
 )

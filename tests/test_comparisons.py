@@ -73,3 +73,22 @@ def test_position_correlation_sees_a_positional_method():
     )
     out = comparisons.position_correlation(attributions).set_index("method")["value"]
     assert out["late"] == 1.0 and out["early"] == -1.0
+
+
+def test_a_run_without_human_rationales_gets_empty_tables_with_their_columns():
+    """E.g. the XNLI track: every plausibility value is undefined, and notebook 04's
+    tables stay empty instead of failing."""
+    import numpy as np
+
+    from xalign_utils.stats import paired_tests
+
+    table = pd.DataFrame(
+        {"dataset": "xnli-de", "id": ["a", "a", "b", "b"], "method": ["random", "lime"] * 2,
+         "topvar_f1": np.nan}
+    )  # fmt: skip
+    nulls = comparisons.against_nulls(table, ["topvar_f1"], {"topvar_f1": True})
+    assert nulls.empty and {"method", "best_null", "value", "n"} <= set(nulls.columns)
+    tests = paired_tests(table, ["dataset"], "topvar_f1", cluster="id")
+    assert tests.empty and {"method", "p_holm", "reject", "can_reject"} <= set(tests.columns)
+    primary = comparisons.pooled_primary_tests(table, "plausibility")
+    assert primary.empty and "_all" not in primary.columns

@@ -239,6 +239,32 @@ def test_a_run_on_an_adapter_has_its_own_outputs(repo):
     assert all("runs/smoke+ft/" in call and "-p ADAPTER 'ft'" in call for call in calls)
 
 
+def test_a_run_on_other_datasets_has_its_own_outputs(repo):
+    calls = papermill_calls(
+        make(repo, "-n", NOTEBOOKS[1][:2], "PROFILE=smoke", "DATASETS=xnli-de,xnli-fr")
+    )
+    assert executed(calls) == NOTEBOOKS[:2]
+    assert all(
+        "runs/smoke+xnli-de+xnli-fr/" in c and "-p DATASETS 'xnli-de,xnli-fr'" in c for c in calls
+    )
+
+
+def test_the_xnli_track_runs_before_the_last_notebook_outside_smoke(repo):
+    fake_outputs(repo, "default", NOTEBOOKS)
+    calls = papermill_calls(make(repo, "-n", "all", "PROFILE=default"))
+    track = [c for c in calls if "runs/default+xnli-en+xnli-de+xnli-fr/" in c]
+    assert executed(track) == [n for n in NOTEBOOKS if n[:2] <= "04"]
+    assert all(
+        "-p N_EVAL '60'" in c and "-p EXTRA_DATASETS 'xnli-en,xnli-de,xnli-fr'" in c for c in track
+    )
+    assert executed(calls)[-1] == NOTEBOOKS[-1] and calls.index(track[-1]) < len(calls) - 1
+    fake_outputs(repo, "smoke", NOTEBOOKS)
+    smoke = papermill_calls(make(repo, "-n", "all", "PROFILE=smoke"))
+    assert not any("xnli" in c for c in smoke)  # under smoke, 07 reports the track as not run
+    small = papermill_calls(make(repo, "-n", "xnli", "PROFILE=smoke"))
+    assert small and not any("N_EVAL" in c for c in small)  # the smoke profile's own sizes
+
+
 def test_notebooks_come_from_the_folder_and_figures_runs_the_last(tmp_path):
     names = [*dict.fromkeys([*NOTEBOOKS, "07_analysis.ipynb"]), "10_extra.ipynb"]
     repo = make_repo(tmp_path / "repo", notebooks=names)

@@ -108,7 +108,10 @@ def parse_free_text(
 
 
 def ci_pivot(long: pd.DataFrame, index: str | list[str], columns: str | list[str]) -> pd.DataFrame:
-    """Wide table of ``value [ci_low, ci_high]`` strings (×100) from a long CI table."""
+    """Wide table of ``value [ci_low, ci_high]`` strings (×100) from a long CI table (empty
+    when there is nothing to show, e.g. no dataset of the run has human rationales)."""
+    if long.empty:
+        return pd.DataFrame(index=pd.Index([], name=index if isinstance(index, str) else None))
     return long.assign(score=long.apply(format_ci, axis=1)).pivot_table(
         index=index, columns=columns, values="score", aggfunc="first"
     )
@@ -211,7 +214,8 @@ def alignment_summary(
                 **bootstrap_ci(g["f1"], seed=seed),
             }
             for key, g in scored.groupby(by, sort=sort)
-        ]
+        ],
+        columns=[*by, "value", "ci_low", "ci_high", "n", "n_undefined"],
     )
 
 

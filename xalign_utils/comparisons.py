@@ -119,7 +119,8 @@ def against_nulls(
                     | {"metric": metric, "method": method, "best_null": best}
                     | {k: ci[k] for k in ("value", "ci_low", "ci_high", "n")}
                 )
-    return pd.DataFrame(rows)
+    columns = [*by, "metric", "method", "best_null", "value", "ci_low", "ci_high", "n"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def position_correlation(

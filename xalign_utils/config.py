@@ -74,8 +74,7 @@ class RunConfig:
         profile: ``smoke``, ``default`` or ``paper``.
         model: Hub id or local folder; ``None`` means the offline default model.
         adapter: a LoRA adapter published by notebook 05 (``data/models/adapters/<name>``)
-            that every notebook applies to the model; results go to
-            ``runs/<profile>+<adapter>/`` and ``figures/adapters/<adapter>/``.
+            that every notebook applies to the model (results: :attr:`run_name`).
         datasets: evaluation datasets, in the order the notebooks report them.
         n_eval: evaluation examples per dataset (sampled, stratified by label).
         n_train: training examples per dataset (notebook 05).
@@ -210,13 +209,9 @@ class RunConfig:
     ) -> str:
         """Short stable hash of every field that changes results (not ``notes``).
 
-        Args:
-            attribution: include :data:`ATTRIBUTION_FIELDS`. They are left out by
-                default so that tuning notebook 03 never invalidates the stored
-                generations of notebook 02.
-            training: include :data:`TRAINING_FIELDS` and the attribution fields
-                (notebook 05's tables; left out otherwise for the same reason).
-            guide: include :data:`GUIDE_FIELDS` and the attribution fields (notebook 06).
+        Args: include :data:`ATTRIBUTION_FIELDS` (``attribution``; left out by default so
+        tuning notebook 03 never invalidates notebook 02's generations), and with them
+        :data:`TRAINING_FIELDS` (``training``, notebook 05) or :data:`GUIDE_FIELDS` (06).
         """
         skip = {"notes", *UNHASHED_FIELDS}
         skip |= set() if training else set(TRAINING_FIELDS)
@@ -230,10 +225,18 @@ class RunConfig:
         return hashlib.sha256(blob).hexdigest()[:12]
 
     @property
+    def run_name(self) -> str:
+        """``<profile>``, then ``+<adapter>`` on an adapter and ``+<dataset>...`` when the
+        datasets are not the profile's (e.g. ``default+xnli-en+xnli-de``, the XNLI track):
+        such runs keep their own tables and figures instead of overwriting the profile's."""
+        own = PROFILES[self.profile].datasets if self.profile in PROFILES else self.datasets
+        tracks = [self.adapter] if self.adapter else []
+        return "+".join([self.profile, *tracks, *(self.datasets if self.datasets != own else ())])
+
+    @property
     def run_dir(self) -> Path:
-        """``runs/<profile>/`` (``runs/<profile>+<adapter>/`` on an adapter): executed
-        notebooks and per-stage tables."""
-        return RUNS_DIR / (self.profile + (f"+{self.adapter}" if self.adapter else ""))
+        """``runs/<run_name>/``: executed notebooks and per-stage tables."""
+        return RUNS_DIR / self.run_name
 
     @property
     def processed_dir(self) -> Path:
@@ -242,11 +245,15 @@ class RunConfig:
 
     @property
     def figures_dir(self) -> Path:
-        """Where figures go. The smoke profile writes beside its run so tests never
-        overwrite the thesis figures in ``figures/``."""
+        """``figures/`` (``adapters/<adapter>/``, ``tracks/<run_name>/`` below it); the
+        smoke profile's go beside its run, so tests never overwrite thesis figures."""
         if self.profile == "smoke":
             return self.run_dir / "figures"
-        return FIGURES_DIR / "adapters" / self.adapter if self.adapter else FIGURES_DIR
+        if self.run_name == self.profile:
+            return FIGURES_DIR
+        if self.adapter and self.run_name == f"{self.profile}+{self.adapter}":
+            return FIGURES_DIR / "adapters" / self.adapter
+        return FIGURES_DIR / "tracks" / self.run_name
 
     @property
     def tables_dir(self) -> Path:
@@ -416,10 +423,8 @@ def load_config(profile: str = "default", **overrides: object) -> RunConfig:
             changes[name] = value or base.model
         else:
             changes[name] = _coerce(name, value, default)
-    if "model" not in changes or changes["model"] is None:
-        env_model = os.environ.get("XALIGN_MODEL")
-        if env_model:
-            changes["model"] = env_model
+    if changes.get("model") is None and os.environ.get("XALIGN_MODEL"):
+        changes["model"] = os.environ["XALIGN_MODEL"]
     return dataclasses.replace(base, **changes)
 
 
@@ -440,9 +445,6 @@ def from_parameters(namespace: Mapping[str, object]) -> RunConfig:
     own cell does not list is still honoured. ``None`` keeps the profile's value.
     """
     profile = str(namespace.get("PROFILE") or "default")
-    overrides = {
-        name: namespace[name]
-        for name in parameter_names()
-        if name != "PROFILE" and name in namespace
-    }
+    names = [n for n in parameter_names() if n != "PROFILE" and n in namespace]
+    overrides = {name: namespace[name] for name in names}
     return load_config(profile, **overrides)

@@ -409,10 +409,9 @@ def paired_tests(
 
     Returns ``by``, ``metric``, ``condition``, ``n`` (pairs or clusters), ``median_diff``,
     ``mean_diff`` and its bootstrap CI, ``p``, ``min_p`` (:func:`min_attainable_p`),
-    (``n_rows``), ``role``, ``p_holm``, ``reject``, ``alpha_m`` (α/m, m = primary tests;
-    α if exploratory) and ``can_reject`` (``min_p <= alpha_m``; when no row can, Holm
-    rejects nothing).
-    """
+    (``n_rows``), ``role``, ``p_holm``, ``reject``, ``alpha_m`` (α/m, m = primary tests; α
+    if exploratory), ``can_reject`` (``min_p <= alpha_m``; none can: Holm rejects nothing);
+    no rows, but those columns, when nothing can be compared (e.g. no human rationales)."""
     rows = []
     names = [metric] if isinstance(metric, str) else list(metric)
     units = [unit] if isinstance(unit, str) else list(unit)
@@ -431,7 +430,8 @@ def paired_tests(
                 extra["n_rows"] = int(used.set_index(index).index.isin(both.index).sum())
                 diff = diff.groupby(level=cluster, sort=False).mean()
             rows.append(row | _paired_effect(diff.to_numpy(dtype=float), n_boot, seed) | extra)
-    out = pd.DataFrame(rows)
+    cols = "n median_diff mean_diff diff_ci_low diff_ci_high p min_p role p_holm reject alpha_m"
+    out = pd.DataFrame(rows, columns=None if rows else [*by, "metric", condition, *cols.split()])
     if len(out):
         if isinstance(primary, bool | str):
             primary = names if primary is True else [primary] if primary else []
@@ -445,5 +445,5 @@ def paired_tests(
             out.loc[tested, "p_holm"] = p_holm
             out.loc[tested, "reject"] = reject
         out["alpha_m"] = np.where(is_primary, alpha / max(int(tested.sum()), 1), alpha)
-        out["can_reject"] = out["min_p"] <= out["alpha_m"]
+    out["can_reject"] = out["min_p"] <= out["alpha_m"]
     return out

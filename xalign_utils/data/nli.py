@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from ..schema import Example, Mask, RawDataError
@@ -215,3 +216,16 @@ def load_xnli(
                 )
             )
     return out
+
+
+def xnli_language_loader(lang: str) -> Callable[..., list[Example]]:
+    """The loader of one XNLI language as a dataset of its own, ``xnli-<lang>`` (the
+    multilingual track: ``DATASETS=xnli-en,xnli-de,...``), so every table reports it per
+    language."""
+
+    def load(split: str = "dev", raw_dir: Path | None = None) -> list[Example]:
+        exs = load_xnli(split, raw_dir, langs=(lang,))
+        return [replace(ex, dataset=f"xnli-{lang}") for ex in exs]
+
+    load.__name__ = f"load_xnli_{lang}"
+    return load

@@ -1,0 +1,130 @@
+"""The next-token setting (Noiser paper): plain prompts, greedy-token target over the whole
+vocabulary, Noiser's paper algorithm on batches, erasure metrics, and notebook 03/04's
+stored-table plumbing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import text_example
+
+from xalign_utils import config, faithfulness, next_token, next_token_runs
+from xalign_utils import forward as FW
+from xalign_utils.attribution import attribute
+from xalign_utils.attribution import noiser as N
+from xalign_utils.prompts import render_plain
+
+PROMPTS = [
+    "Vinson Massif is located in the continent of",
+    "The Eiffel Tower is in the city of",
+    "Toko Yasuda, the musician who plays the",
+]
+
+
+def knowns(texts=PROMPTS) -> list:
+    return [text_example(f"knowns-{i}", t.split(), dataset="knowns") for i, t in enumerate(texts)]
+
+
+def test_plain_rendering_maps_every_token_to_its_word(tokenizer):
+    ex = knowns(["Genazzani speaks, to the media"])[0]
+    rp = render_plain(tokenizer, ex)
+    assert rp.text == "Genazzani speaks, to the media"
+    assert rp.input_ids == tokenizer(rp.text, add_special_tokens=False)["input_ids"]
+    covered = sorted(p for span in rp.word_tokens for p in span)
+    assert covered == list(range(len(rp.input_ids)))  # every token, each once
+    for word, span in zip(rp.words, rp.word_tokens, strict=True):
+        assert tokenizer.decode([rp.input_ids[p] for p in span]).strip() == word
+
+
+@pytest.mark.slow
+def test_the_target_is_the_greedy_token_over_the_whole_vocabulary(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    exs = knowns()
+    batch = next_token.prepare_batch(model, tok, exs)
+    assert batch.kind == "next_token" and batch.n_labels == 1 and batch.prefix_len == 0
+    full, inp = FW.input_embeddings(model, batch)
+    value = FW.make_forward(model, batch)(inp, *FW.forward_args(batch, full))
+    for b, ex in enumerate(exs):
+        ids = torch.tensor([render_plain(tok, ex).input_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), -1)
+        greedy = int(logp.argmax())
+        assert int(batch.forms[b, 0, 0]) == greedy
+        assert batch.target_labels[b] == tok.decode([greedy])
+        assert float(value[b]) == pytest.approx(float(logp[greedy]), abs=1e-4)
+    with pytest.raises(ValueError, match="greedy next token"):
+        next_token.prepare_batch(model, tok, exs, target="gold")
+
+
+@pytest.mark.slow
+def test_batched_noiser_is_the_papers_algorithm(model_and_tokenizer):
+    """On a next-token batch, Noiser equals the one-prompt reference (full passes) summed
+    into words: same noise, same bisection, the whole-vocabulary distribution."""
+    model, tok = model_and_tokenizer
+    exs = knowns(PROMPTS[:2])
+    run = dict(noise_samples=3, bisection_steps=3, seed=5)
+    scores, extra = N.noiser(model, next_token.prepare_batch(model, tok, exs), **run)
+    for b, ex in enumerate(exs):
+        rp = render_plain(tok, ex)
+        ref = N.noiser_next_token(model, rp.input_ids, **run)
+        assert extra["noiser_sigma"][b] == pytest.approx(ref.sigma)
+        words = [ref.scores[span].sum() for span in rp.word_tokens]
+        np.testing.assert_allclose(scores[b][0], words, atol=2e-5)
+
+
+@pytest.mark.slow
+def test_erasure_reads_the_greedy_token(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    exs = knowns()
+    dist = next_token.answer_distribution(
+        model,
+        tok,
+        [*exs, replace(exs[0], words={"text": []}, segments={"text": ""})],
+        next_token.greedy_tokens(model, tok, exs) + [0],
+    )
+    assert (dist[:3].argmax(1) == 0).all()  # the greedy token leads on the full prompt
+    assert np.isfinite(dist).all() and (dist <= 1).all()  # the empty prompt is scored too
+    table = attribute(model, tok, exs, ["random", "occlusion"], seed=1)
+    assert set(table["target_label"]) == set(
+        tok.decode([t]) for t in next_token.greedy_tokens(model, tok, exs)
+    )
+    hard = faithfulness.erasure_table(
+        model, tok, table, {ex.id: ex for ex in exs}, k_by_id=dict.fromkeys([e.id for e in exs], 1)
+    )
+    assert hard["pred"].isin(table["target_label"]).all()
+    assert hard["flip_mask_all"].notna().all() and hard["comp_aopc"].notna().all()
+    soft = faithfulness.soft_erasure(model, tok, table, {ex.id: ex for ex in exs})
+    assert soft["soft_norm_comp"].between(0, 1).all()
+
+
+def test_sizes_and_names_are_checked(tmp_path, monkeypatch):
+    cfg = config.from_parameters({"PROFILE": "smoke"})
+    assert next_token_runs.table_name(cfg) == "next_token_knowns2_longra1"
+    with pytest.raises(ValueError, match="same length"):
+        next_token_runs.table_name(replace(cfg, n_next_token=(1,)))
+    with pytest.raises(ValueError, match="not next-token datasets"):
+        next_token_runs.table_name(replace(cfg, next_token_datasets=("sst2", "knowns")))
+    monkeypatch.setattr(next_token_runs, "load_processed", lambda *_: knowns()[:1])
+    with pytest.raises(ValueError, match="N_EVAL"):
+        next_token_runs.prompts(cfg)
+
+
+def test_most_faithful_separates_methods_from_nulls():
+    rows = [
+        ("knowns", "noiser", 0.3), ("knowns", "lime", 0.5), ("knowns", "attention", -0.2),
+        ("knowns", "word_rarity", 0.9), ("longra", "noiser", 0.4), ("longra", "lime", 0.1),
+    ]  # fmt: skip
+    ratios = pd.DataFrame(rows, columns=["dataset", "method", "log_ratio"]).assign(
+        metric="soft_norm_mean", ci_low=lambda d: d.log_ratio - 0.1,
+        ci_high=lambda d: d.log_ratio + 0.1, n=10,
+    )  # fmt: skip
+    best = next_token_runs.most_faithful(ratios).set_index("dataset")
+    assert best.loc["knowns", "best_method"] == "lime"  # the null control is not a method
+    assert best.loc["knowns", "noiser_rank"] == 2 and best.loc["knowns", "methods_ranked"] == 3
+    assert best.loc["knowns", "best_null"] == "word_rarity"
+    assert best.loc["longra", "best_method"] == "noiser" and best.loc["longra", "noiser_rank"] == 1
+    assert pd.isna(best.loc["longra", "best_null"])

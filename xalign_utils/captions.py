@@ -1,0 +1,179 @@
+"""Captions computed from the data behind each figure and table (notebook 07's
+``figures/README.md``), so a caption never states a number its table does not hold.
+
+A figure's caption is what it shows (:data:`FIGURES`, matched by name) plus the extremes of
+its source table's value column, each with the row it belongs to; a table's caption is its
+size and, for a table with a value column, the same extremes. A figure whose source table is
+missing says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+#: Value columns a summary may use, in order of preference.
+VALUE_COLUMNS = ("value", "log_ratio", "mean_diff", "rho", "correct", "top_share", "rows")
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """What a figure shows and the table (and rows) its numbers come from (``table``
+    empty: an illustration of single examples or steps, captioned by ``shows`` alone)."""
+
+    shows: str
+    table: str
+    where: dict = field(default_factory=dict)
+    value: str | None = None
+
+
+#: Figure name pattern → its spec. The first match wins; names are the saved stems.
+FIGURES: dict[str, FigureSpec] = {
+    r"01_dataset_sizes": FigureSpec("Rows per raw source and split.", "01_datasets"),
+    r"01_label_distribution": FigureSpec("Gold labels of each evaluation split.", "01_datasets"),
+    r"01_rationale_lengths": FigureSpec(
+        "Human-rationale length per source.", "01_datasets", value="mean_rationale_words"
+    ),
+    r"02_confusion": FigureSpec(
+        "Gold vs predicted label per dataset (the collapse onto one label).",
+        "02_scoring_label_shares",
+    ),
+    r"02_human_alignment": FigureSpec("Prompted lists vs human rationales.", "02_human_alignment"),
+    r"02_label_distribution": FigureSpec(
+        "Share of the most predicted label per scoring rule.", "02_scoring_label_shares"
+    ),
+    r"03_attribution_agreement": FigureSpec(
+        "Mean Spearman ρ between methods' word scores.", "03_attribution_agreement"
+    ),
+    r"03_attribution_heatmap_": FigureSpec(
+        "Word scores of every method on one example (rows scaled to their maximum).", ""
+    ),
+    r"03_attribution_runtime": FigureSpec(
+        "Seconds per example per method.", "03_attribution_health", value="seconds_per_example"
+    ),
+    r"03_ig_path": FigureSpec(
+        "Integrated gradients' target along its path; relative completeness error.",
+        "03_ig_completeness",
+        value="max",
+    ),
+    r"04_consistency_rank_auc": FigureSpec(
+        "Rank AUC of each explanation against each attribution.",
+        "04_consistency",
+        {"metric": "rank_auc"},
+    ),
+    r"04_faithfulness_aopc": FigureSpec(
+        "Comprehensiveness AOPC per method and dataset.", "04_faithfulness", {"metric": "comp_aopc"}
+    ),
+    r"04_next_token_log_ratio": FigureSpec(
+        "Next-token faithfulness (soft-normalised, mean of comprehensiveness and sufficiency)"
+        " as log ratio to random.",
+        "04_next_token_log_ratio",
+        {"metric": "soft_norm_mean"},
+        "log_ratio",
+    ),
+    r"04_validation_k_sensitivity": FigureSpec(
+        "Top-k F1 against k.", "04_validation_k_sensitivity", {"metric": "f1"}
+    ),
+    r"04_validation_randomisation": FigureSpec(
+        "Consistency as the model's layers are randomised.",
+        "04_validation_randomisation",
+        {"metric": "rank_auc"},
+    ),
+    r"05_loss_plain": FigureSpec("Training loss per step of the plain LoRA run.", ""),
+    r"05_loss_regularised": FigureSpec(
+        "Label loss and regulariser per step of each regularised run.", ""
+    ),
+    r"0[57]_checkpoints": FigureSpec(
+        "Accuracy over fine-tuning checkpoints.", "05_checkpoints", value="correct"
+    ),
+    r"0[57]_(tradeoff|regularisation_tradeoff)": FigureSpec(
+        "Regularised fine-tuning: each λ's accuracy and faithfulness.",
+        "05_regularised",
+        {"metric": "comp_aopc"},
+    ),
+    r"0[67]_(guided_)?tradeoff": FigureSpec(
+        "Guided decoding: each condition's paired difference from greedy.",
+        "06_guided_effects",
+        {"metric": "comp_gain"},
+        "mean_diff",
+    ),
+    r"07_failure_": FigureSpec(
+        "A failure case chosen by rule (lowest rank AUC, or a list naming no input word).",
+        "07_failure_cases",
+        value="rank_auc",
+    ),
+    r"07_multilingual": FigureSpec(
+        "XNLI accuracy per language against chance.", "07_multilingual", value="accuracy"
+    ),
+}
+
+
+def _value_column(table: pd.DataFrame, preferred: str | None) -> str | None:
+    for col in (preferred, *VALUE_COLUMNS):
+        if col and col in table and pd.api.types.is_numeric_dtype(table[col]):
+            if table[col].notna().any():
+                return col
+    return None
+
+
+def extremes(table: pd.DataFrame, value: str | None = None) -> str:
+    """``"highest <col> 0.612 (esnli, input_x_gradient); lowest -0.031 (…)"`` from the
+    rows' value column and their text columns; ``""`` when there is no value column."""
+    col = _value_column(table, value)
+    if col is None:
+        return ""
+    labels = [
+        c
+        for c in table.columns
+        if table[c].dtype == object or pd.api.types.is_string_dtype(table[c])
+    ]
+    rows = table.dropna(subset=[col])
+
+    def name(i: int) -> str:
+        parts = [str(rows.loc[i, c]) for c in labels[:3] if pd.notna(rows.loc[i, c])]
+        return f" ({', '.join(parts)})" if parts else ""
+
+    hi, lo = rows[col].idxmax(), rows[col].idxmin()
+    return (
+        f"highest {col} {rows.loc[hi, col]:.3g}{name(hi)}; lowest {rows.loc[lo, col]:.3g}{name(lo)}"
+    )
+
+
+def _read(tables_dir: Path, stem: str) -> pd.DataFrame | None:
+    path = Path(tables_dir) / f"{stem}.csv"
+    if not path.is_file():
+        return None
+    header = [0, 1] if stem == "02_task_performance" else 0
+    table = pd.read_csv(path, header=header)
+    if isinstance(table.columns, pd.MultiIndex):
+        table.columns = [
+            "_".join(c for c in col if not c.startswith("Unnamed")) for col in table.columns
+        ]
+    return table
+
+
+def figure_caption(stem: str, tables_dir: Path) -> str:
+    """One sentence for figure ``stem``: what it shows and its source table's extremes."""
+    spec = next((s for pattern, s in FIGURES.items() if re.match(pattern, stem)), None)
+    if spec is None:
+        return "No caption rule for this figure (add one to captions.FIGURES)."
+    if not spec.table:  # an illustration of single examples or steps: nothing to summarise
+        return spec.shows
+    table = _read(tables_dir, spec.table)
+    if table is None:
+        return f"{spec.shows} Source table `{spec.table}` not found."
+    for col, wanted in spec.where.items():
+        table = table[table[col] == wanted] if col in table else table
+    summary = extremes(table.reset_index(drop=True), spec.value)
+    return f"{spec.shows} From `{spec.table}`" + (f": {summary}." if summary else ".")
+
+
+def table_caption(path: Path) -> str:
+    """One sentence for a table: its size and, with a value column, its extremes."""
+    table = _read(path.parent, path.stem)
+    size = f"{len(table)} rows × {table.shape[1]} columns"
+    summary = extremes(table)
+    return size + (f"; {summary}" if summary else f" ({', '.join(map(str, table.columns[:5]))})")
