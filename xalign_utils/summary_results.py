@@ -1,5 +1,6 @@
-"""README block sections of notebooks 06 and 07 (guided decoding; the main results table
-and the Fayyaz et al. directions), rendered from their saved tables."""
+"""README block sections of notebooks 06 and 07 (guided decoding; the main results table,
+the Fayyaz et al. directions, the Noiser paper side by side, the XNLI track), rendered
+from their saved tables."""
 
 from __future__ import annotations
 
@@ -107,4 +108,54 @@ def guided_decoding(tables_dir: Path) -> str:
         "constrained one), explanation types pooled (pairs clustered "
         "by example; effect sizes, not tests; `06_guided_effects`):\n\n"
         + _markdown(wide.rename(columns={"method": "dataset: measure"}))
+    )
+
+
+def noiser_side_by_side(tables_dir: Path) -> str:
+    """Notebook 07: the Noiser paper's Table 1 beside ours in the next-token setting."""
+    side = read_table(tables_dir, "07_noiser_table1")
+    directions = read_table(tables_dir, "07_noiser_directions")
+    side = side.assign(
+        ours=[
+            f"{v:+.2f} {ci}" for v, ci in zip(side["ours_log_ratio"], side["ours_ci"], strict=True)
+        ],
+        paper=side["paper_log_ratio"].map("{:+.2f}".format),
+    )
+    grid = side.pivot(index="method", columns="dataset", values=["paper", "ours"])
+    grid.columns = [f"{d} {who}" for who, d in grid.columns]
+    grid = grid.reindex(list(dict.fromkeys(side["method"])))
+    n = ", ".join(f"{r.dataset} n={r.n}" for r in directions.itertuples())
+    return (
+        "The Noiser paper's Table 1 beside ours, same setting (plain Knowns / LongRA prompts, "
+        "greedy next token; log ratio of soft-normalised comprehensiveness and sufficiency "
+        f"to random's, paper: mean of its six models; ours with 95% CI, {n}; "
+        "`07_noiser_table1`):\n\n"
+        + _markdown(grid.reset_index())
+        + "\n\nIs Noiser the most faithful method (`07_noiser_directions`; yes/no only when "
+        "CIs decide)?\n\n"
+        + _markdown(
+            directions[["dataset", "paper", "ours", "ours_noiser_rank", "rank_spearman"]].round(2)
+        )
+    )
+
+
+def multilingual(tables_dir: Path) -> str:
+    """Notebook 07: the XNLI track per language (accuracy vs chance, consistency vs nulls)."""
+    t = read_table(tables_dir, "07_multilingual")
+    rows = pd.DataFrame(
+        {
+            "language": t["language"],
+            "accuracy": [fmt_ci(*r) for r in t[["accuracy", "accuracy_ci_low", "accuracy_ci_high"]].to_numpy()],
+            "n": t["n"],
+            "p(acc > 1/3)": t["p_above_chance"].map("{:.3g}".format),
+            "top label (share)": t["top_predicted"] + " (" + t["top_predicted_share"].map("{:.2f}".format) + ")",
+            "rank AUC, Input×Grad": [fmt_ci(*r) for r in t[["rank_auc", "rank_auc_ci_low", "rank_auc_ci_high"]].to_numpy()],
+            "rank AUC, best null": [fmt_ci(*r) for r in t[["rank_auc_best_null", "rank_auc_best_null_ci_low", "rank_auc_best_null_ci_high"]].to_numpy()],
+        }
+    )  # fmt: skip
+    return (
+        "The XNLI track per language (`make xnli`; English instructions, the premise and "
+        "hypothesis in the language; accuracy against chance with a one-sided exact binomial "
+        "p; the Top-Var list's rank AUC against Input×Grad and against the strongest null "
+        "control; `07_multilingual`):\n\n" + _markdown(rows)
     )
