@@ -13,7 +13,10 @@ PROFILE ?= default
 # A run on a published adapter (ADAPTER=<name>, notebook 05) or on other datasets
 # (DATASETS=xnli-en,xnli-de) keeps its own folder (RunConfig.run_name), never the profile's.
 comma := ,
-RUN_DIR := runs/$(PROFILE)$(if $(ADAPTER),+$(ADAPTER))$(if $(DATASETS),+$(subst $(comma),+,$(DATASETS)))
+space := $(subst ,, )
+PROFILE_DATASETS := esnli,sst2,hatexplain
+RUN_DATASETS := $(filter-out $(PROFILE_DATASETS),$(subst $(space),,$(DATASETS)))
+RUN_DIR := runs/$(PROFILE)$(if $(ADAPTER),+$(ADAPTER))$(if $(RUN_DATASETS),+$(subst $(comma),+,$(RUN_DATASETS)))
 
 # Numbered notebooks, in order, and their executed copies in runs/$(PROFILE)/.
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
@@ -71,7 +74,7 @@ $(foreach nb,$(NOTEBOOKS),$(eval $(call nb_number,$(nb)): $(RUN_DIR)/$(notdir $(
 
 # Goals that re-execute even when up to date: all of them for `all`, the last for `figures`,
 # NN for `make NN`. Their prerequisites are only rebuilt when out of date.
-FORCED := $(sort $(if $(filter all,$(MAKECMDGOALS)),$(EXECUTED)) \
+FORCED := $(sort $(if $(filter all,$(MAKECMDGOALS))$(FORCE_ALL),$(EXECUTED)) \
   $(if $(filter figures,$(MAKECMDGOALS)),$(lastword $(EXECUTED))) \
   $(foreach n,$(filter $(NUMBERS),$(MAKECMDGOALS)),$(filter $(RUN_DIR)/$(n)_%,$(EXECUTED))))
 $(if $(FORCED),$(eval $(FORCED): FORCE))
@@ -94,7 +97,8 @@ XNLI_LAST := runs/$(PROFILE)+$(subst $(comma),+,$(XNLI_DATASETS))/$(notdir $(fil
 
 .PHONY: xnli
 xnli: | $(STAMP) ## the multilingual track (01-04 on XNLI_DATASETS), re-run when out of date
-	$(MAKE) --no-print-directory $(XNLI_LAST) PROFILE=$(PROFILE) DATASETS=$(XNLI_DATASETS) $(XNLI_PARAMS)
+	$(MAKE) --no-print-directory $(XNLI_LAST) PROFILE=$(PROFILE) DATASETS=$(XNLI_DATASETS) $(XNLI_PARAMS) \
+	  $(if $(filter all,$(MAKECMDGOALS)),FORCE_ALL=1)
 
 ifeq ($(if $(filter smoke,$(PROFILE)),,$(if $(DATASETS)$(ADAPTER),,main)),main)
 $(lastword $(EXECUTED)): | xnli

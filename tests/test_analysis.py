@@ -95,11 +95,23 @@ def test_a_missing_table_names_the_notebook_that_writes_it(tmp_path):
         analysis.main_results(tables)
 
 
-def test_noiser_side_by_side_ranks_the_shared_methods():
+def test_noiser_side_by_side_is_the_same_setting_and_traceable():
     reference = pd.read_csv(REFERENCE_DIR / "noiser2025_table1.csv")
     table = paper_tables.noiser_side_by_side(TABLES_DIR, reference)
-    assert list(table["method"]) == list(paper_tables.NOISER_METHODS)
-    noiser = reference[(reference["method"] == "Noiser") & (reference["model"] != "Average")]
-    got = table.set_index("method").loc["Noiser", "paper_log_ratio"]
-    assert got == pytest.approx(noiser["value"].mean())
-    assert sorted(table["paper_rank"]) == list(range(1, len(table) + 1))
+    ours = pd.read_csv(TABLES_DIR / "04_next_token_log_ratio.csv")
+    ours = ours[ours["metric"] == "soft_norm_mean"].set_index(["dataset", "method"])
+    assert set(table["dataset"]) == {"knowns", "longra"}
+    for r in table.itertuples():
+        paper = reference[
+            (reference["method"] == r.method)
+            & (reference["dataset"] == r.dataset)
+            & (reference["model"] != "Average")
+        ]
+        assert r.paper_log_ratio == pytest.approx(paper["value"].mean())
+        method = paper_tables.NOISER_METHODS[r.method]
+        assert r.ours_log_ratio == pytest.approx(ours.loc[(r.dataset, method), "log_ratio"])
+    for _, part in table.groupby("dataset"):
+        assert sorted(part["paper_rank"]) == list(range(1, len(part) + 1))
+    directions = paper_tables.noiser_directions(table)
+    assert set(directions["ours"]) <= {"yes", "no", "undetermined"}
+    assert (directions["paper"] == "yes").all()  # the paper's own finding, on both datasets

@@ -341,3 +341,11 @@ def test_make_lab_serves_jupyterlab(repo, tmp_path):
             output, _ = proc.communicate()
     assert status == 200, output
     assert f"http://127.0.0.1:{port}/lab?token={token}" in output
+
+
+def test_the_makefile_knows_the_profiles_datasets():
+    """RUN_DIR leaves out DATASETS equal to the profile's, as RunConfig.run_name does."""
+    from xalign_utils.config import PROFILES
+
+    line = re.search(r"^PROFILE_DATASETS := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
+    assert {",".join(p.datasets) for p in PROFILES.values()} == {line.group(1)}

@@ -113,18 +113,64 @@ def test_sizes_and_names_are_checked(tmp_path, monkeypatch):
         next_token_runs.prompts(cfg)
 
 
-def test_most_faithful_separates_methods_from_nulls():
-    rows = [
-        ("knowns", "noiser", 0.3), ("knowns", "lime", 0.5), ("knowns", "attention", -0.2),
-        ("knowns", "word_rarity", 0.9), ("longra", "noiser", 0.4), ("longra", "lime", 0.1),
-    ]  # fmt: skip
-    ratios = pd.DataFrame(rows, columns=["dataset", "method", "log_ratio"]).assign(
-        metric="soft_norm_mean", ci_low=lambda d: d.log_ratio - 0.1,
-        ci_high=lambda d: d.log_ratio + 0.1, n=10,
-    )  # fmt: skip
-    best = next_token_runs.most_faithful(ratios).set_index("dataset")
-    assert best.loc["knowns", "best_method"] == "lime"  # the null control is not a method
-    assert best.loc["knowns", "noiser_rank"] == 2 and best.loc["knowns", "methods_ranked"] == 3
-    assert best.loc["knowns", "best_null"] == "word_rarity"
-    assert best.loc["longra", "best_method"] == "noiser" and best.loc["longra", "noiser_rank"] == 1
-    assert pd.isna(best.loc["longra", "best_null"])
+def faith_table(noiser_scale: float, n: int = 30, seed: int = 0) -> pd.DataFrame:
+    """Per-prompt soft scores: random at 0.2, LIME at 0.3, Noiser at ``noiser_scale``, the
+    word-rarity null at 0.25, with noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        for method, level in (("random", 0.2), ("lime", 0.3), ("noiser", noiser_scale),
+                              ("word_rarity", 0.25)):  # fmt: skip
+            rows.append({"id": f"k{i}", "dataset": "knowns", "method": method,
+                         "soft_norm_suff": level * rng.uniform(0.8, 1.2),
+                         "soft_norm_comp": level * rng.uniform(0.8, 1.2),
+                         "comp_aopc": level, "greedy_is_gold": i % 2 == 0})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_log_ratios_report_both_soft_metrics_and_their_joint_mean():
+    ratios = next_token_runs.log_ratios(faith_table(0.6))
+    one = ratios[(ratios["prompts"] == "all") & (ratios["method"] == "noiser")].set_index("metric")
+    assert one.loc["soft_ns_nc", "log_ratio"] == pytest.approx(np.log(3), abs=0.1)
+    assert (
+        one.loc["soft_ns_nc", "ci_low"]
+        < one.loc["soft_ns_nc", "log_ratio"]
+        < one.loc["soft_ns_nc", "ci_high"]
+    )
+    assert {"soft_norm_suff", "soft_norm_comp", "comp_aopc"} <= set(one.index)
+    assert set(ratios["prompts"]) == {"all", "greedy = gold"}
+    assert "random" not in set(ratios["method"])
+    zero = faith_table(0.6).assign(
+        soft_norm_suff=lambda d: d["soft_norm_suff"].where(d["method"] != "lime", 0.0)
+    )
+    lime = next_token_runs.log_ratios(zero).query("method == 'lime' and metric == 'soft_ns_nc'")
+    assert lime["log_ratio"].isna().all()  # a mean of 0: undefined, kept and counted
+
+
+def test_noiser_against_the_best_other_method_and_null_is_paired():
+    clear = next_token_runs.noiser_vs_best(faith_table(0.6)).set_index("prompts")
+    assert clear.loc["all", "verdict"] == "yes" and clear.loc["all", "best_method"] == "lime"
+    assert clear.loc["all", "best_null"] == "word_rarity"
+    assert clear.loc["all", "diff_vs_method"] == pytest.approx(np.log(2), abs=0.1)
+    assert clear.loc["greedy = gold", "n"] == 15
+    worse = next_token_runs.noiser_vs_best(faith_table(0.1)).set_index("prompts")
+    assert worse.loc["all", "verdict"] == "no"
+    tie = next_token_runs.noiser_vs_best(faith_table(0.3, n=4)).set_index("prompts")
+    assert tie.loc["all", "verdict"] == "undetermined"
+    absent = next_token_runs.noiser_vs_best(faith_table(0.3).query("method != 'noiser'"))
+    assert set(absent["verdict"]) == {"not run"}
+
+
+def test_a_default_leading_token_is_kept_and_never_attributed(tokenizer):
+    class WithBos:  # a tokenizer that adds a BOS by default, as Llama's does
+        def __call__(self, text, add_special_tokens=True, **kw):
+            enc = dict(tokenizer(text, add_special_tokens=False, **kw))
+            if add_special_tokens:
+                enc["input_ids"] = [1, *enc["input_ids"]]
+            return enc
+
+    ex = knowns(["Vinson Massif is in"])[0]
+    plain = render_plain(tokenizer, ex)
+    bos = render_plain(WithBos(), ex)
+    assert bos.input_ids == [1, *plain.input_ids]
+    assert bos.word_tokens == [[p + 1 for p in span] for span in plain.word_tokens]

@@ -33,7 +33,7 @@ class FigureSpec:
 #: Figure name pattern → its spec. The first match wins; names are the saved stems.
 FIGURES: dict[str, FigureSpec] = {
     r"01_dataset_sizes": FigureSpec("Rows per raw source and split.", "01_datasets"),
-    r"01_label_distribution": FigureSpec("Gold labels of each evaluation split.", "01_datasets"),
+    r"01_label_distribution": FigureSpec("Gold labels of each evaluation split.", ""),
     r"01_rationale_lengths": FigureSpec(
         "Human-rationale length per source.", "01_datasets", value="mean_rationale_words"
     ),
@@ -68,10 +68,10 @@ FIGURES: dict[str, FigureSpec] = {
         "Comprehensiveness AOPC per method and dataset.", "04_faithfulness", {"metric": "comp_aopc"}
     ),
     r"04_next_token_log_ratio": FigureSpec(
-        "Next-token faithfulness (soft-normalised, mean of comprehensiveness and sufficiency)"
-        " as log ratio to random.",
+        "Next-token faithfulness (mean of the soft sufficiency and comprehensiveness log"
+        " ratios to random), all prompts.",
         "04_next_token_log_ratio",
-        {"metric": "soft_norm_mean"},
+        {"metric": "soft_ns_nc", "prompts": "all"},
         "log_ratio",
     ),
     r"04_validation_k_sensitivity": FigureSpec(
@@ -165,8 +165,11 @@ def figure_caption(stem: str, tables_dir: Path) -> str:
     table = _read(tables_dir, spec.table)
     if table is None:
         return f"{spec.shows} Source table `{spec.table}` not found."
+    missing = [col for col in spec.where if col not in table]
+    if missing:
+        return f"{spec.shows} Source table `{spec.table}` has no column {missing}."
     for col, wanted in spec.where.items():
-        table = table[table[col] == wanted] if col in table else table
+        table = table[table[col] == wanted]
     summary = extremes(table.reset_index(drop=True), spec.value)
     return f"{spec.shows} From `{spec.table}`" + (f": {summary}." if summary else ".")
 

@@ -181,4 +181,5 @@ def log_ratio_to_random(
                     lambda i, m=m, r=r: ratio(m[i], r[i]), len(both), rng, n_boot, level
                 )
             out.append(row)
-    return pd.DataFrame(out)
+    columns = ["dataset", "method", "metric", "log_ratio", "ci_low", "ci_high", "n"]
+    return pd.DataFrame(out, columns=[*columns, "n_boot_undefined"])

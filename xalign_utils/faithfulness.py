@@ -223,7 +223,9 @@ def erasure_table(
         )
         for ex_id, method, refs, keys in plan:
             full = probs[index[refs["full"]]]
-            pred = int(full.argmax())
+            # next-token: column 0 is the greedy token by construction (a near-tie between
+            # differently padded batches must not turn "the greedy token" into "any other")
+            pred = 0 if is_next_token(dataset) else int(full.argmax())
             dist = {name: probs[index[key]] for name, key in keys.items()}
             row = {"id": ex_id, "dataset": dataset, "method": method, "pred": labels[ex_id][pred]}
             row["p_full"] = float(full[pred])

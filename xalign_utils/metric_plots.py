@@ -75,7 +75,10 @@ def metric_heatmap(
 def log_ratio_dots(ratios: pd.DataFrame, metric: str) -> plt.Figure:
     """Each method's ``log(mean / mean random)`` on ``metric`` with its 95% CI, one colour
     per dataset, methods grouped by family, nulls in italics, 0 (= random) marked."""
-    part = ratios[ratios["metric"] == metric].rename(columns={"log_ratio": "value"})
+    part = ratios[ratios["metric"] == metric]
+    if "prompts" in part:  # every prompt, not the greedy = gold subset
+        part = part[part["prompts"] == "all"]
+    part = part.rename(columns={"log_ratio": "value"})
     order = method_order(part["method"])
     part = part.assign(_o=part["method"].map(order.index)).sort_values("_o", kind="stable")
     fig = ci_dots(part, y="method", xlabel=f"log({metric} / random)", xlim=None)

@@ -369,7 +369,7 @@ def pivot(
     digits: int = 3,
 ) -> pd.DataFrame:
     """A long CI or test table as a compact ``index`` × ``columns`` view for display."""
-    if table[values].notna().sum() == 0:  # nothing to show (e.g. no human rationales)
+    if values not in table or table[values].notna().sum() == 0:  # e.g. no human rationales
         return pd.DataFrame()
     return table.pivot_table(index=index, columns=columns, values=values).round(digits)
 

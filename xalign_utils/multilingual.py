@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
+from statsmodels.stats.multitest import multipletests
 
 from . import store
 from .attribution.registry import methods_where
@@ -35,8 +36,9 @@ EXPLANATION = "Top-Var list"
 
 
 def track_config(cfg: RunConfig, languages: Sequence[str] = XNLI_TRACK) -> RunConfig:
-    """The track's run config: ``cfg`` on the XNLI languages (its own run folder)."""
-    return replace(cfg, datasets=tuple(languages))
+    """The track's run config: ``cfg``'s profile on the XNLI languages, base model (its own
+    run folder; ``make all ADAPTER=...`` does not run the track)."""
+    return replace(cfg, datasets=tuple(languages), adapter=None)
 
 
 def _tables(track: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -64,9 +66,11 @@ def per_language(
     seed: int = 0,
 ) -> pd.DataFrame:
     """One row per language: accuracy with its bootstrap CI and n; chance (uniform), the
-    majority-gold baseline and the one-sided binomial p-value of accuracy > chance; the
-    most predicted label and its share; rank AUC of the Top-Var list against ``method``'s
-    attribution and against the strongest null control (CIs over examples)."""
+    majority-gold baseline and the one-sided binomial p-value of accuracy > chance (and
+    Holm over the languages); the most predicted label and its share; rank AUC of the
+    Top-Var list against ``method``'s attribution and against the strongest null control
+    (CIs over examples, undefined AUCs counted: a list naming no input word has none) and
+    their paired difference."""
     preds, cons = _tables(track_config(cfg, languages))
     nulls = set(methods_where(family="null"))
     rows = []
@@ -78,10 +82,9 @@ def per_language(
         acc = _ci(correct, None, seed)
         chance = 1 / len(LABELS[lang])
         c = cons[(cons["dataset"] == lang) & (cons["explanation"] == EXPLANATION)]
-        means = c.groupby("method")["rank_auc"].mean()
-        best_null = (
-            means[means.index.isin(nulls)].idxmax() if means.index.isin(nulls).any() else None
-        )
+        means = c.groupby("method")["rank_auc"].mean().dropna()
+        null_means = means[means.index.isin(nulls)]
+        best_null = null_means.idxmax() if len(null_means) else None
         row = {
             "language": lang.removeprefix("xnli-"),
             "accuracy": acc["value"],
@@ -98,10 +101,27 @@ def per_language(
             part = c[c["method"] == m] if m is not None else c.iloc[:0]
             ci = _ci(part["rank_auc"], part["id"], seed)
             row |= {name: ci["value"], f"{name}_ci_low": ci["ci_low"],
-                    f"{name}_ci_high": ci["ci_high"], f"{name}_n": ci["n"]}  # fmt: skip
-        row["best_null"] = best_null
+                    f"{name}_ci_high": ci["ci_high"], f"{name}_n": ci["n"],
+                    f"{name}_undefined": ci["n_undefined"]}  # fmt: skip
+        diff = _paired_difference(c, method, best_null, seed)
+        row |= {"best_null": best_null, "diff_vs_null": diff["value"],
+                "diff_vs_null_ci_low": diff["ci_low"], "diff_vs_null_ci_high": diff["ci_high"]}  # fmt: skip
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out["p_above_chance_holm"] = multipletests(out["p_above_chance"], method="holm")[1]
+    return out
+
+
+def _paired_difference(c: pd.DataFrame, method: str, null: str | None, seed: int) -> dict:
+    """Rank AUC of ``method`` minus the null's on the examples both score (CI over
+    examples): the comparison the two separate CIs cannot make."""
+    if null is None:
+        return {"value": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+    wide = c.pivot_table(index="id", columns="method", values="rank_auc", aggfunc="mean")
+    if method not in wide:
+        return {"value": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+    both = wide[[method, null]].dropna()
+    return bootstrap_ci((both[method] - both[null]).to_numpy(), seed=seed)
 
 
 def figure(table: pd.DataFrame) -> plt.Figure:

@@ -19,7 +19,13 @@ import torch
 from .data.registry import DATASETS
 from .forward import Batch, input_index, prepare
 from .models import context_length, left_pad
-from .prompts import ContextLengthError, RenderedPrompt, render, render_plain
+from .prompts import (
+    ContextLengthError,
+    RenderedPrompt,
+    leading_special_tokens,
+    render,
+    render_plain,
+)
 from .schema import Example
 
 
@@ -103,12 +109,11 @@ def prepare_batch(model, tokenizer, examples: Sequence[Example], **options) -> B
 
 
 def _token_ids(tokenizer, ex: Example, limit: int) -> list[int] | None:
-    """A plain prompt's ids; an empty prompt (every word erased) is the beginning-of-text
-    token alone, the model's unconditional context; ``None`` past the context."""
+    """A plain prompt's ids; an empty prompt (every word erased) is the tokenizer's
+    default leading tokens (its BOS), or, for a tokenizer without them (SmolLM2), its
+    end-of-text token: the context a document starts from; ``None`` past the context."""
     if not ex.flat_words():
-        return [
-            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        ]
+        return leading_special_tokens(tokenizer) or [tokenizer.eos_token_id]
     ids = render_plain(tokenizer, ex).input_ids
     return ids if len(ids) <= limit else None
 

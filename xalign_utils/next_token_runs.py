@@ -20,17 +20,26 @@ import pandas as pd
 
 from . import comparisons, metric_tables, runner
 from .attribution.registry import methods_where
-from .config import RunConfig
+from .config import PROFILES, RunConfig
 from .data import load_processed
 from .next_token import is_next_token
 from .schema import Example
+from .stats import percentile_bootstrap
 from .store import cached, read_table
 
 ATTRIBUTION_STAGE = "03_attribution"
 METRICS_STAGE = metric_tables.STAGE
-#: The log-ratio metrics: soft-normalised comprehensiveness and sufficiency (the paper's
-#: Table 1 is computed from both), their per-prompt mean, and ERASER's comprehensiveness.
-LOG_RATIO_METRICS = ("soft_norm_comp", "soft_norm_suff", "soft_norm_mean", "comp_aopc")
+#: The log-ratio metrics, each on its own: soft-normalised sufficiency and comprehensiveness
+#: (the paper's Table 1 reports both; :func:`log_ratios` adds their mean log ratio,
+#: ``soft_ns_nc``) and ERASER's comprehensiveness AOPC.
+LOG_RATIO_METRICS = ("soft_norm_suff", "soft_norm_comp", "comp_aopc")
+
+
+def applies(cfg: RunConfig) -> bool:
+    """Whether notebooks 03/04 run the next-token experiment for ``cfg``: on the profile's
+    own datasets (an adapter too), not on a dataset track such as XNLI, which would repeat
+    it in its own folder."""
+    return cfg.datasets == PROFILES[cfg.profile].datasets
 
 
 def table_name(cfg: RunConfig) -> str:
@@ -87,7 +96,7 @@ def attribute(cfg: RunConfig, work_dir: Path, progress: bool = False) -> pd.Data
 
 def faithfulness(cfg: RunConfig, model, tokenizer, attributions: pd.DataFrame) -> pd.DataFrame:
     """Hard and soft erasure per prompt × method (flip and answerability at the top
-    ``topk_fixed`` words), plus ``soft_norm_mean``, stored and reused."""
+    ``topk_fixed`` words), stored and reused."""
     by_id = {ex.id: ex for exs in prompts(cfg).values() for ex in exs}
 
     def compute() -> pd.DataFrame:
@@ -102,7 +111,7 @@ def faithfulness(cfg: RunConfig, model, tokenizer, attributions: pd.DataFrame) -
             batch_size=cfg.batch_size,
             seed=cfg.seed,
         )
-        return table.assign(soft_norm_mean=table[["soft_norm_comp", "soft_norm_suff"]].mean(1))
+        return table
 
     name = f"{table_name(cfg)}_faithfulness_{cfg.strategy}"
     return cached(cfg, METRICS_STAGE, name, compute, attribution=True)
@@ -110,63 +119,114 @@ def faithfulness(cfg: RunConfig, model, tokenizer, attributions: pd.DataFrame) -
 
 def score(cfg: RunConfig, model, tokenizer) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Notebook 04's next-token step: :func:`faithfulness` of notebook 03's stored
-    attributions, then ``(log_ratios, most_faithful)``."""
+    attributions (with ``greedy_is_gold``), then ``(log_ratios, noiser_vs_best)``."""
     attributions = read_table(cfg, ATTRIBUTION_STAGE, table_name(cfg))
-    ratios = log_ratios(faithfulness(cfg, model, tokenizer, attributions), cfg.seed)
-    return ratios, most_faithful(ratios)
+    faith = with_gold_flag(faithfulness(cfg, model, tokenizer, attributions), attributions, cfg)
+    return log_ratios(faith, cfg.seed), noiser_vs_best(faith, cfg.seed)
+
+
+def with_gold_flag(faith: pd.DataFrame, attributions: pd.DataFrame, cfg: RunConfig) -> pd.DataFrame:
+    """``greedy_is_gold`` per prompt: the attributed greedy token is the gold continuation
+    (the Noiser paper keeps only those prompts; here both subsets are reported)."""
+    gold = {ex.id: ex.label for exs in prompts(cfg).values() for ex in exs}
+    token = attributions.drop_duplicates("id").set_index("id")["target_label"]
+    ok = {i: str(token[i]).strip() == str(gold[i]).strip() for i in token.index if i in gold}
+    return faith.assign(greedy_is_gold=faith["id"].map(ok))
+
+
+def _subsets(faith: pd.DataFrame):
+    yield "all", faith
+    if "greedy_is_gold" in faith:
+        yield "greedy = gold", faith[faith["greedy_is_gold"].eq(True)]
+
+
+def _soft_ratio(wide_ns: pd.DataFrame, wide_nc: pd.DataFrame, a: str, b: str):
+    """``index -> ½ (log(mean NS_a / mean NS_b) + log(mean NC_a / mean NC_b))`` on the
+    prompts both methods share (NaN where a mean is not positive)."""
+    ids = wide_ns[[a, b]].dropna().index.intersection(wide_nc[[a, b]].dropna().index)
+    ns, nc = wide_ns.loc[ids, [a, b]].to_numpy(), wide_nc.loc[ids, [a, b]].to_numpy()
+
+    def stat(i: np.ndarray) -> float:
+        (na, nb), (ca, cb) = ns[i].mean(0), nc[i].mean(0)
+        ok = min(na, nb, ca, cb) > 0
+        return 0.5 * (np.log(na / nb) + np.log(ca / cb)) if ok else np.nan
+
+    return stat, len(ids)
+
+
+def _point(wide_ns: pd.DataFrame, wide_nc: pd.DataFrame, a: str, b: str) -> float:
+    stat, n = _soft_ratio(wide_ns, wide_nc, a, b)
+    return stat(np.arange(n)) if n else np.nan
+
+
+def _wide(faith: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return faith.pivot_table(index="id", columns="method", values=metric, aggfunc="first")
 
 
 def log_ratios(faith: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Each method's :data:`LOG_RATIO_METRICS` as ``log(mean / mean random)`` per dataset
-    with a bootstrap CI over prompts, and its rank per dataset × metric among all methods
-    and null controls (1 = most faithful; random, the reference, is left out)."""
-    out = pd.concat(
-        [comparisons.log_ratio_to_random(faith, m, seed=seed) for m in LOG_RATIO_METRICS]
-    )
+    """Per prompt subset (all; greedy token = gold), dataset and method: each of
+    :data:`LOG_RATIO_METRICS` as ``log(mean / mean random)`` with a bootstrap CI over
+    prompts, and ``soft_ns_nc``, the mean of the soft sufficiency and comprehensiveness log
+    ratios (the two the Noiser paper reports), bootstrapped jointly. A ratio whose mean is
+    not positive is undefined (NaN, counted in ``n_boot_undefined``), never dropped. Ranks
+    among all methods and null controls (1 = most faithful; random left out)."""
+    parts = []
+    rng = np.random.default_rng(seed)
+    for subset, rows in _subsets(faith):
+        for metric in LOG_RATIO_METRICS:
+            parts.append(
+                comparisons.log_ratio_to_random(rows, metric, seed=seed).assign(prompts=subset)
+            )
+        for dataset, part in rows.groupby("dataset", sort=False):
+            ns, nc = _wide(part, "soft_norm_suff"), _wide(part, "soft_norm_comp")
+            for method in [m for m in ns.columns if m != "random" and "random" in ns]:
+                stat, n = _soft_ratio(ns, nc, method, "random")
+                value = _point(ns, nc, method, "random")
+                lo, hi, undefined = (
+                    percentile_bootstrap(stat, n, rng)
+                    if n and np.isfinite(value)
+                    else (np.nan, np.nan, 0)
+                )
+                parts.append(pd.DataFrame([{
+                    "dataset": dataset, "method": method, "metric": "soft_ns_nc", "log_ratio": value,
+                    "ci_low": lo, "ci_high": hi, "n": n, "n_boot_undefined": undefined, "prompts": subset,
+                }]))  # fmt: skip
+    out = pd.concat(parts, ignore_index=True)
     out = out[out["method"] != "random"].copy()
-    out["rank"] = out.groupby(["dataset", "metric"])["log_ratio"].rank(ascending=False)
+    out["rank"] = out.groupby(["prompts", "dataset", "metric"])["log_ratio"].rank(ascending=False)
     return out.reset_index(drop=True)
 
 
-def most_faithful(ratios: pd.DataFrame, metric: str = "soft_norm_mean") -> pd.DataFrame:
-    """Per dataset: the attribution method with the largest log ratio on ``metric``, the
-    strongest null control (position, word length, rarity) and where Noiser ranks among
-    the attribution methods, each with its CI: is Noiser the most faithful here, as the
-    paper finds, and does any method beat the nulls?"""
-    nulls = set(methods_where(family="null"))
-
-    def cell(row: pd.Series | None, key: str) -> object:
-        if row is None:
-            return np.nan if key != "ci" else ""
-        return f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]" if key == "ci" else row[key]
-
+def noiser_vs_best(faith: pd.DataFrame, seed: int = 0, reference: str = "noiser") -> pd.DataFrame:
+    """Is Noiser the most faithful method here? Per prompt subset and dataset, Noiser's
+    ``soft_ns_nc`` against the best other attribution method's and the strongest null
+    control's (best by point estimate), as the paired difference ``½ (log(NS_noiser /
+    NS_best) + log(NC_noiser / NC_best))`` (random cancels) with a bootstrap CI over the
+    prompts they share; ``verdict`` ``yes`` when the CI against the best other method lies
+    above 0, ``no`` when below, else ``undetermined``; ``not run`` without Noiser."""
+    nulls = set(methods_where(family="null")) | {"random"}
+    rng = np.random.default_rng(seed)
     rows = []
-    for dataset, part in ratios[ratios["metric"] == metric].groupby("dataset", sort=False):
-        part = part.dropna(subset=["log_ratio"]).sort_values("log_ratio", ascending=False)
-        methods, null = part[~part["method"].isin(nulls)], part[part["method"].isin(nulls)]
-        if methods.empty:
-            continue
-        best = methods.iloc[0]
-        nz = methods[methods["method"] == "noiser"]
-        nz_row = nz.iloc[0] if len(nz) else None
-        top_null = null.iloc[0] if len(null) else None
-        rows.append(
-            {
-                "dataset": dataset,
-                "metric": metric,
-                "best_method": best["method"],
-                "best_log_ratio": best["log_ratio"],
-                "best_ci": cell(best, "ci"),
-                "noiser_log_ratio": cell(nz_row, "log_ratio"),
-                "noiser_ci": cell(nz_row, "ci"),
-                "noiser_rank": np.nan
-                if nz_row is None
-                else int((methods["log_ratio"] > nz_row["log_ratio"]).sum()) + 1,
-                "methods_ranked": len(methods),
-                "best_null": cell(top_null, "method"),
-                "best_null_log_ratio": cell(top_null, "log_ratio"),
-                "best_null_ci": cell(top_null, "ci"),
-                "n": int(part["n"].max()),
-            }
-        )
+    for subset, sub in _subsets(faith):
+        for dataset, part in sub.groupby("dataset", sort=False):
+            ns, nc = _wide(part, "soft_norm_suff"), _wide(part, "soft_norm_comp")
+            row = {"prompts": subset, "dataset": dataset, "n": len(ns)}
+            if reference not in ns or "random" not in ns:
+                rows.append(row | {"verdict": "not run"})
+                continue
+            point = {m: _point(ns, nc, m, "random") for m in ns.columns if m != "random"}
+            for role, pool in (("method", set(ns.columns) - nulls - {reference}), ("null", set(ns.columns) & nulls - {"random"})):  # fmt: skip
+                scored = {m: v for m, v in point.items() if m in pool and np.isfinite(v)}
+                best = max(scored, key=scored.get) if scored else None
+                stat, n = _soft_ratio(ns, nc, reference, best) if best else (None, 0)
+                diff = _point(ns, nc, reference, best) if best else np.nan
+                lo, hi, _ = (
+                    percentile_bootstrap(stat, n, rng) if n and np.isfinite(diff) else (np.nan,) * 3
+                )
+                row |= {f"best_{role}": best, f"diff_vs_{role}": diff, f"diff_vs_{role}_ci_low": lo,
+                        f"diff_vs_{role}_ci_high": hi, f"n_vs_{role}": n}  # fmt: skip
+            lo, hi = row["diff_vs_method_ci_low"], row["diff_vs_method_ci_high"]
+            row["verdict"] = "yes" if lo > 0 else "no" if hi < 0 else "undetermined"
+            row["noiser_soft_ns_nc"] = point.get(reference, np.nan)
+            rows.append(row)
     return pd.DataFrame(rows)

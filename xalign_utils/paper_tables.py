@@ -199,20 +199,21 @@ def noiser_side_by_side(tables_dir: Path, reference: pd.DataFrame) -> pd.DataFra
     faithfulness as the log ratio of a method's score to random's. Paper: the mean over its
     six models (0.5B–9B) of the rows of :data:`NOISER_METHODS`, WikiBio left out (not run
     here). Ours: notebook 04's ``04_next_token_log_ratio``, soft-normalised metrics over
-    the whole vocabulary (``soft_norm_mean``: the per-prompt mean of soft comprehensiveness
-    and sufficiency, from which the paper's table is computed), with the bootstrap CI and n;
-    ``ours_comp`` / ``ours_suff`` give the two parts. Ranks (1 = most faithful) are within
+    the whole vocabulary (``soft_ns_nc``: the mean of the soft sufficiency and
+    comprehensiveness log ratios, the two the paper reports), every prompt, with the
+    bootstrap CI and n; ``ours_comp`` / ``ours_suff`` give the two parts. Differences that
+    remain: the paper keeps only prompts whose greedy token is the gold one (ours: all, the
+    subset in notebook 04's table), and its soft metrics are ReAGent's evaluator. Ranks (1 = most faithful) are within
     a dataset, over the methods both sides ran.
     """
     ref = reference[(reference["model"] != "Average") & reference["method"].isin(NOISER_METHODS)]
     paper = ref.groupby(["dataset", "method"])["value"].mean()
-    ours = read_table(tables_dir, "04_next_token_log_ratio").set_index(
-        ["dataset", "metric", "method"]
-    )
+    ours = read_table(tables_dir, "04_next_token_log_ratio")
+    ours = ours[ours["prompts"] == "all"].set_index(["dataset", "metric", "method"])
     rows = []
     for dataset in dict.fromkeys(ours.index.get_level_values("dataset")):
         for name, method in NOISER_METHODS.items():
-            key = (dataset, "soft_norm_mean", method)
+            key = (dataset, "soft_ns_nc", method)
             if (dataset, name) not in paper.index or key not in ours.index:
                 continue
             r = ours.loc[key]
@@ -228,34 +229,40 @@ def noiser_side_by_side(tables_dir: Path, reference: pd.DataFrame) -> pd.DataFra
                     "ours_suff": ours.loc[(dataset, "soft_norm_suff", method), "log_ratio"],
                 }
             )
-    out = pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=["dataset", "method", "paper_log_ratio", "ours_log_ratio",
+                                      "ours_ci", "ours_n", "ours_comp", "ours_suff"])  # fmt: skip
     by = out.groupby("dataset")
     out["paper_rank"] = by["paper_log_ratio"].rank(ascending=False)
     out["ours_rank"] = by["ours_log_ratio"].rank(ascending=False)
     return out
 
 
-def noiser_directions(side: pd.DataFrame) -> pd.DataFrame:
+def noiser_directions(side: pd.DataFrame, comparison: pd.DataFrame) -> pd.DataFrame:
     """Per dataset, the paper's headline finding checked here: is Noiser the most faithful
-    method? ``yes`` when its CI lies above every other method's estimate, ``no`` when some
-    method's estimate lies above Noiser's CI, else ``undetermined``; plus the Spearman
-    correlation of the two sides' method rankings."""
+    method? ``ours`` is notebook 04's paired verdict (``04_next_token_noiser``: Noiser's
+    soft log ratio minus the best other method's, CI over shared prompts; ``yes``/``no``
+    only when the CI excludes 0), with the difference, its CI and Noiser against the
+    strongest null; plus the Spearman correlation of the two sides' method rankings."""
+    comp = comparison[comparison["prompts"] == "all"].set_index("dataset")
     rows = []
     for dataset, part in side.groupby("dataset", sort=False):
         part = part.set_index("method")
-        lo, hi = (float(v) for v in part.loc["Noiser", "ours_ci"].strip("[]").split(","))
-        others = part.drop(index="Noiser")["ours_log_ratio"]
-        verdict = "yes" if lo > others.max() else "no" if others.max() > hi else "undetermined"
+        c = comp.loc[dataset] if dataset in comp.index else None
         rows.append(
             {
                 "dataset": dataset,
                 "finding": "Noiser is the most faithful method",
                 "paper": "yes" if part["paper_rank"].idxmin() == "Noiser" else "no",
-                "ours": verdict,
-                "ours_noiser_rank": part.loc["Noiser", "ours_rank"],
+                "ours": "not run" if c is None else c["verdict"],
+                "best_other": None if c is None else c.get("best_method"),
+                "diff_vs_best": np.nan if c is None else c.get("diff_vs_method", np.nan),
+                "diff_ci": ""
+                if c is None
+                else f"[{c.get('diff_vs_method_ci_low', np.nan):.2f}, "
+                f"{c.get('diff_vs_method_ci_high', np.nan):.2f}]",
+                "diff_vs_best_null": np.nan if c is None else c.get("diff_vs_null", np.nan),
                 "rank_spearman": part["paper_rank"].corr(part["ours_rank"], method="spearman"),
-                "methods": len(part),
-                "n": int(part["ours_n"].max()),
+                "n": np.nan if c is None else c["n"],
             }
         )
     return pd.DataFrame(rows)

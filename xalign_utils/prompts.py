@@ -218,10 +218,20 @@ def render(
     return RenderedPrompt(text, list(ids), word_tokens, ex.flat_words(), shared)
 
 
+def leading_special_tokens(tokenizer) -> list[int]:
+    """The tokens the tokenizer puts before any text by default (Llama's, Mistral's and
+    Gemma's BOS; none for SmolLM2): plain prompts keep them, as the Noiser paper's
+    tokenisation does, and they are never attributed, perturbed or noised."""
+    probe = tokenizer("x")["input_ids"]
+    plain = tokenizer("x", add_special_tokens=False)["input_ids"]
+    return probe[: len(probe) - len(plain)] if probe[-len(plain) :] == plain else []
+
+
 def render_plain(tokenizer, ex: Example, *, max_length: int | None = None) -> RenderedPrompt:
     """A next-token prompt (Knowns, LongRA) as plain text: its words joined by spaces, no
-    chat template and no special tokens (the Noiser paper's setting), words mapped to the
-    tokens that cover them. Every token of the prompt belongs to an input word.
+    chat template, the tokenizer's default leading special tokens (a BOS) only
+    (:func:`leading_special_tokens`), words mapped to the tokens that cover them. Every
+    other token of the prompt belongs to an input word.
 
     Raises:
         ContextLengthError: the prompt is longer than ``max_length`` tokens.
@@ -229,7 +239,8 @@ def render_plain(tokenizer, ex: Example, *, max_length: int | None = None) -> Re
     words = ex.flat_words()
     text = " ".join(words)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    lead = leading_special_tokens(tokenizer)
+    ids, offsets = lead + list(enc["input_ids"]), enc["offset_mapping"]
     if max_length is not None and len(ids) > max_length:
         raise ContextLengthError(f"{ex.id}: prompt has {len(ids)} tokens, context is {max_length}")
     starts = np.cumsum([0] + [len(w) + 1 for w in words[:-1]])  # each word's first char
@@ -237,5 +248,7 @@ def render_plain(tokenizer, ex: Example, *, max_length: int | None = None) -> Re
     for ti, (s, e) in enumerate(offsets):
         piece = text[s:e]
         first_char = s + len(piece) - len(piece.lstrip()) if piece.strip() else s
-        word_tokens[int(np.searchsorted(starts, first_char, side="right")) - 1].append(ti)
-    return RenderedPrompt(text, list(ids), word_tokens, words)
+        word_tokens[int(np.searchsorted(starts, first_char, side="right")) - 1].append(
+            ti + len(lead)
+        )
+    return RenderedPrompt(text, ids, word_tokens, words)

@@ -124,17 +124,29 @@ def noiser_side_by_side(tables_dir: Path) -> str:
     grid = side.pivot(index="method", columns="dataset", values=["paper", "ours"])
     grid.columns = [f"{d} {who}" for who, d in grid.columns]
     grid = grid.reindex(list(dict.fromkeys(side["method"])))
-    n = ", ".join(f"{r.dataset} n={r.n}" for r in directions.itertuples())
+    n = ", ".join(f"{r.dataset} n={int(r.n)}" for r in directions.itertuples() if pd.notna(r.n))
     return (
-        "The Noiser paper's Table 1 beside ours, same setting (plain Knowns / LongRA prompts, "
-        "greedy next token; log ratio of soft-normalised comprehensiveness and sufficiency "
-        f"to random's, paper: mean of its six models; ours with 95% CI, {n}; "
+        "The Noiser paper's Table 1 beside ours in its next-token setting (plain Knowns / "
+        "LongRA prompts, greedy next token; the mean of the soft sufficiency and "
+        "comprehensiveness log ratios to random; paper: mean of its six models, prompts "
+        f"whose greedy token is the gold one; ours: every prompt, 95% CI, {n}; "
         "`07_noiser_table1`):\n\n"
         + _markdown(grid.reset_index())
-        + "\n\nIs Noiser the most faithful method (`07_noiser_directions`; yes/no only when "
-        "CIs decide)?\n\n"
+        + "\n\nIs Noiser the most faithful method here? Noiser's log ratio minus the best "
+        "other method's, paired over prompts (`07_noiser_directions`; yes/no only when the CI "
+        "excludes 0):\n\n"
         + _markdown(
-            directions[["dataset", "paper", "ours", "ours_noiser_rank", "rank_spearman"]].round(2)
+            directions[
+                [
+                    "dataset",
+                    "paper",
+                    "ours",
+                    "best_other",
+                    "diff_vs_best",
+                    "diff_ci",
+                    "rank_spearman",
+                ]
+            ].round(2)
         )
     )
 
@@ -147,10 +159,11 @@ def multilingual(tables_dir: Path) -> str:
             "language": t["language"],
             "accuracy": [fmt_ci(*r) for r in t[["accuracy", "accuracy_ci_low", "accuracy_ci_high"]].to_numpy()],
             "n": t["n"],
-            "p(acc > 1/3)": t["p_above_chance"].map("{:.3g}".format),
+            "p(acc > 1/3), Holm": t["p_above_chance_holm"].map("{:.3g}".format),
             "top label (share)": t["top_predicted"] + " (" + t["top_predicted_share"].map("{:.2f}".format) + ")",
             "rank AUC, Input×Grad": [fmt_ci(*r) for r in t[["rank_auc", "rank_auc_ci_low", "rank_auc_ci_high"]].to_numpy()],
             "rank AUC, best null": [fmt_ci(*r) for r in t[["rank_auc_best_null", "rank_auc_best_null_ci_low", "rank_auc_best_null_ci_high"]].to_numpy()],
+            "Input×Grad − best null (paired)": [fmt_ci(*r, signed=True) for r in t[["diff_vs_null", "diff_vs_null_ci_low", "diff_vs_null_ci_high"]].to_numpy()],
         }
     )  # fmt: skip
     return (
