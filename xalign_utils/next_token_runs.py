@@ -35,6 +35,11 @@ METRICS_STAGE = metric_tables.STAGE
 LOG_RATIO_METRICS = ("soft_norm_suff", "soft_norm_comp", "comp_aopc")
 
 
+#: Fewest shared prompts for a yes/no verdict: a percentile bootstrap over fewer prompts
+#: gives intervals too narrow to trust (one prompt: a point).
+MIN_PROMPTS = 10
+
+
 def applies(cfg: RunConfig) -> bool:
     """Whether notebooks 03/04 run the next-token experiment for ``cfg``: on the profile's
     own datasets (an adapter too), not on a dataset track such as XNLI, which would repeat
@@ -203,7 +208,8 @@ def noiser_vs_best(faith: pd.DataFrame, seed: int = 0, reference: str = "noiser"
     control's (best by point estimate), as the paired difference ``½ (log(NS_noiser /
     NS_best) + log(NC_noiser / NC_best))`` (random cancels) with a bootstrap CI over the
     prompts they share; ``verdict`` ``yes`` when the CI against the best other method lies
-    above 0, ``no`` when below, else ``undetermined``; ``not run`` without Noiser."""
+    above 0, ``no`` when below, else (or with fewer than :data:`MIN_PROMPTS` prompts)
+    ``undetermined``; ``not run`` without Noiser."""
     nulls = set(methods_where(family="null")) | {"random"}
     rng = np.random.default_rng(seed)
     rows = []
@@ -226,7 +232,16 @@ def noiser_vs_best(faith: pd.DataFrame, seed: int = 0, reference: str = "noiser"
                 row |= {f"best_{role}": best, f"diff_vs_{role}": diff, f"diff_vs_{role}_ci_low": lo,
                         f"diff_vs_{role}_ci_high": hi, f"n_vs_{role}": n}  # fmt: skip
             lo, hi = row["diff_vs_method_ci_low"], row["diff_vs_method_ci_high"]
-            row["verdict"] = "yes" if lo > 0 else "no" if hi < 0 else "undetermined"
+            decided = row["n_vs_method"] >= MIN_PROMPTS
+            row["verdict"] = (
+                "undetermined"
+                if not decided
+                else "yes"
+                if lo > 0
+                else "no"
+                if hi < 0
+                else "undetermined"
+            )
             row["noiser_soft_ns_nc"] = point.get(reference, np.nan)
             rows.append(row)
     return pd.DataFrame(rows)
