@@ -255,7 +255,7 @@ def test_the_xnli_track_runs_before_the_last_notebook_outside_smoke(repo):
     track = [c for c in calls if "runs/default+xnli-en+xnli-de+xnli-fr/" in c]
     assert executed(track) == [n for n in NOTEBOOKS if n[:2] <= "04"]
     assert all(
-        "-p N_EVAL '60'" in c and "-p EXTRA_DATASETS 'xnli-en,xnli-de,xnli-fr'" in c for c in track
+        "-p N_EVAL '48'" in c and "-p EXTRA_DATASETS 'xnli-en,xnli-de,xnli-fr'" in c for c in track
     )
     assert executed(calls)[-1] == NOTEBOOKS[-1] and calls.index(track[-1]) < len(calls) - 1
     fake_outputs(repo, "smoke", NOTEBOOKS)
