@@ -191,6 +191,23 @@ def _tables(tmp_path: Path) -> Path:
         {"finding": ["fine-tuning raises Input×Grad's flip rate"], "table": ["4_flip_rate_pct"],
          "paper": ["3 of 3 models"], "here": ["yes"], "reproduces": [True]}
     ).to_csv(d / "07_fayyaz_directions.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {"dataset": ["knowns", "knowns"], "method": ["LIME", "Noiser"],
+         "paper_log_ratio": [0.44, 1.81], "ours_log_ratio": [0.10, 0.30],
+         "ours_ci": ["[0.00, 0.20]", "[0.20, 0.40]"], "ours_n": [50, 50]}
+    ).to_csv(d / "07_noiser_table1.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {"dataset": ["knowns"], "paper": ["yes"], "ours": ["yes"], "best_other": ["lime"],
+         "diff_vs_best": [0.2], "diff_ci": ["[0.10, 0.30]"], "rank_spearman": [0.5], "n": [50]}
+    ).to_csv(d / "07_noiser_directions.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {"language": ["de"], "accuracy": [0.4], "accuracy_ci_low": [0.3],
+         "accuracy_ci_high": [0.5], "n": [48], "p_above_chance_holm": [0.21],
+         "top_predicted": ["neutral"], "top_predicted_share": [0.9], "rank_auc": [0.6],
+         "rank_auc_ci_low": [0.5], "rank_auc_ci_high": [0.7], "rank_auc_best_null": [0.55],
+         "rank_auc_best_null_ci_low": [0.5], "rank_auc_best_null_ci_high": [0.6],
+         "diff_vs_null": [0.05], "diff_vs_null_ci_low": [-0.01], "diff_vs_null_ci_high": [0.1]}
+    ).to_csv(d / "07_multilingual.csv", index=False)  # fmt: skip
     return d
 
 
@@ -217,6 +234,10 @@ def test_block_carries_values_cis_n_and_tables(tmp_path):
     assert "| fine-tuning raises Input×Grad's flip rate | 3 of 3 models | yes | True |" in text
     assert "| Top-Var list, bias α=4 − greedy | +0.05 [0.01, 0.09] n=20 **✓** |" in text
     assert "| e-SNLI: log-perplexity | +0.30 [0.10, 0.50] | +1.20 [0.90, 1.50] |" in text
+    assert "| Noiser | +1.81 | +0.30 [0.20, 0.40] |" in text and "knowns n=50" in text
+    assert "| knowns | yes | yes | lime | 0.2 | [0.10, 0.30] | 0.5 |" in text
+    assert "| de | 0.40 [0.30, 0.50] | 48 | 0.21 | neutral (0.90) |" in text
+    assert "+0.05 [-0.01, 0.10] |" in text  # the paired difference from the best null
     for name in ("02_task_performance", "04_consistency_primary", "05_regularised_tests"):
         assert f"`{name}`" in text
 
