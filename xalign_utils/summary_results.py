@@ -152,7 +152,12 @@ def noiser_side_by_side(tables_dir: Path) -> str:
 
 
 def multilingual(tables_dir: Path) -> str:
-    """Notebook 07: the XNLI track per language (accuracy vs chance, consistency vs nulls)."""
+    """Notebook 07: the XNLI track per language (accuracy vs chance, consistency vs nulls);
+    a line saying how to run it when it has not been run."""
+    if not (Path(tables_dir) / "07_multilingual.csv").is_file():
+        return (
+            "The XNLI track has not been run for these tables (`make xnli`, then `make figures`)."
+        )
     t = read_table(tables_dir, "07_multilingual")
     rows = pd.DataFrame(
         {
