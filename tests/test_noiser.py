@@ -7,6 +7,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.stats import spearmanr
@@ -211,3 +212,89 @@ def test_reusing_the_clean_cache_before_the_noised_token_changes_nothing(
     np.testing.assert_allclose(fast[1]["noiser_sigma"], slow[1]["noiser_sigma"])
     for a, b in zip(fast[0], slow[0], strict=True):
         np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-5)
+
+
+def test_flagged_noiser_rows_are_left_out_of_metrics_and_counted():
+    """A flagged Noiser row (no σ kept the prediction, or the clean input did not) ran
+    (status ok) but has all-zero scores: metrics must not rank its words by position."""
+    from xalign_utils import reports
+    from xalign_utils.attribution.status import flagged, usable
+
+    words = ["a", "b", "c"]
+    base = {"dataset": "esnli", "words": words, "status": "ok", "seconds": 1.0}
+    base |= {"words_without_tokens": 0, "truncated_words": 0}
+    rows = [
+        base | {"id": "e1", "method": "noiser", "noiser_no_sigma": 0.0, "noiser_clean_ok": 1.0},
+        base | {"id": "e2", "method": "noiser", "noiser_no_sigma": 1.0, "noiser_clean_ok": 1.0},
+        base | {"id": "e3", "method": "noiser", "noiser_no_sigma": 0.0, "noiser_clean_ok": 0.0},
+        base | {"id": "e1", "method": "saliency"},
+        base | {"id": "e2", "method": "saliency"},
+    ]
+    df = pd.DataFrame(rows)
+    df["noiser_sigma"] = [0.5, 0.0, 0.0, None, None]
+    df["signed"] = df["magnitude"] = [np.array([3.0, 1.0, 2.0])] * 5
+    assert flagged(df).tolist() == [False, True, True, False, False]
+    assert sorted(map(tuple, usable(df)[["id", "method"]].values)) == [
+        ("e1", "noiser"),
+        ("e1", "saliency"),
+        ("e2", "saliency"),
+    ]
+    health = reports.health(df).set_index("method")
+    assert (
+        health.at["noiser", "noiser_flagged"] == 2 and health.at["saliency", "noiser_flagged"] == 0
+    )
+    assert set(reports.pairwise_agreement(df)["id"]) == {"e1"}
+    # a table without Noiser columns keeps every ok row
+    plain = df.drop(columns=["noiser_no_sigma", "noiser_clean_ok", "noiser_sigma"])
+    assert len(usable(plain)) == 5
+
+
+def _threshold_probs(thresholds: torch.Tensor, calls: list[int]):
+    """A monotone two-class ``probs_fn``: noise of norm σ at position t keeps class 0 while
+    σ < thresholds[t]; p(class 0) falls with σ. Counts the rows it is asked for."""
+
+    def probs_fn(rows: torch.Tensor, start: int) -> torch.Tensor:
+        calls.append(rows.shape[0])
+        size = rows.norm(dim=-1)  # [k, T]: base is zero, one position noised per row
+        sigma, pos = size.max(-1)
+        keep = sigma < thresholds[pos]
+        p0 = torch.where(keep, 0.9 - 0.3 * sigma / thresholds[pos], 0.2)
+        return torch.stack([p0, 1 - p0], -1)
+
+    return probs_fn
+
+
+@pytest.mark.parametrize("thresholds", [[2.0, 2.0, 2.0, 2.0], [2.0, 0.3, 2.0, 0.61]])
+def test_min_strategy_finds_the_same_sigma_with_fewer_passes(thresholds):
+    thr = torch.tensor(thresholds)
+    base, positions = torch.zeros(4, 3), torch.arange(4)
+    noise = N.token_noise(torch.eye(3)[:2], base)  # two samples of norm 1
+    runs = {}
+    for strategy in N.STRATEGIES:
+        calls: list[int] = []
+        res = N.search(
+            _threshold_probs(thr, calls), base, positions, noise, 0, 6, "mean", 64, strategy
+        )
+        runs[strategy] = res, sum(calls)
+    (per_token, rows_all), (fast, rows_min) = runs["per_token"], runs["min"]
+    assert fast.sigma == per_token.sigma and not fast.no_sigma
+    expected = min(1 - 2**-6, *(np.floor(t * 64) / 64 for t in thresholds))
+    assert per_token.sigma == pytest.approx(expected)
+    np.testing.assert_allclose(fast.scores, per_token.scores)
+    losing = sum(t < 1 - 2**-6 for t in thresholds)
+    assert rows_min == 1 + 2 * 4 + 2 * 6 * losing + (2 * 4 if losing else 0)
+    assert rows_all == 1 + 2 * 4 * 6 + 2 * 4
+    with pytest.raises(ValueError, match="strategy"):
+        N.search(_threshold_probs(thr, []), base, positions, noise, 0, strategy="fast")
+
+
+@pytest.mark.slow
+def test_min_strategy_matches_per_token_bisection_on_real_prompts(model_and_tokenizer, synthetic):
+    model, tok = model_and_tokenizer
+    batch = FW.prepare(model, tok, synthetic)
+    run = dict(noise_samples=3, bisection_steps=4)
+    fast = N.noiser(model, batch, strategy="min", **run)
+    slow = N.noiser(model, batch, strategy="per_token", **run)
+    np.testing.assert_array_equal(fast[1]["noiser_sigma"], slow[1]["noiser_sigma"])
+    for a, b in zip(fast[0], slow[0], strict=True):
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-7)

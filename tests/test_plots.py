@@ -38,6 +38,16 @@ def test_save_table_writes_booktabs_and_csv(tmp_path):
 # --------------------------------------------------------------------------- notebook figures
 
 
+def test_save_table_keeps_a_named_index_as_columns(tmp_path):
+    """``groupby(...).describe()`` puts the group in the index: the saved table keeps it."""
+    df = pd.DataFrame({"dataset": ["a", "a", "b"], "error": [0.1, 0.3, 0.2]})
+    save_table(df.groupby("dataset")["error"].describe(), "d", tmp_path)
+    saved = pd.read_csv(tmp_path / "d.csv")
+    assert saved["dataset"].tolist() == ["a", "b"] and saved["count"].tolist() == [2, 1]
+    save_table(df[df["error"] > 0.15], "u", tmp_path)  # an unnamed index is dropped
+    assert pd.read_csv(tmp_path / "u.csv").columns.tolist() == ["dataset", "error"]
+
+
 def _example(ex_id, dataset, label, rationale=None):
     words = ["the", "cat", "sat"]
     return Example(

@@ -320,9 +320,9 @@ PROFILES: dict[str, RunConfig] = {
     ),
     # IG with 128 steps (median relative completeness error 1.2% on 12 default examples
     # with the whole-label target, 134% at 16 steps: bench/ig_steps.csv), LIME/KernelSHAP
-    # with 32 samples, Noiser with 4 samples × 6 bisection steps on 6 examples per dataset,
-    # the other many-pass methods' n (≈ 50 s per example on 2 cores: 15 min for 18; 12 per
-    # dataset would take half of the 2-hour make-all budget on its own).
+    # with 32 samples on 6 examples per dataset; Noiser (4 samples × 6 bisection steps) on
+    # 12, affordable since it bisects only the tokens that lose the prediction at the top σ
+    # (bisecting every token took ≈ 70 s per example on 2 cores: 20 min for 6 per dataset).
     #
     # Notebook 05 within 35 minutes (measured: plain LoRA steps ~1.4 examples/s with fused
     # attention, RRR steps ~0.7/s, a checkpoint's metrics ~1 s per example, a regularised
@@ -333,7 +333,7 @@ PROFILES: dict[str, RunConfig] = {
         profile="default",
         ig_steps=128,
         n_samples=32,
-        n_attr_noiser=6,
+        n_attr_noiser=12,
         noise_samples=4,
         bisection_steps=6,
         train_per_dataset=200,

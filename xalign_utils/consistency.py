@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from .attribution.status import usable
 from .explanations import is_word_list
 from .stats import MetricSpec, has_nan, rank_corr, set_f1, top_k
 
@@ -174,7 +175,7 @@ def consistency_table(attributions: pd.DataFrame, explanations: pd.DataFrame) ->
         One row per example × explanation type × method with the metrics of
         :func:`consistency_row`, ``n_explained`` and ``n_words``.
     """
-    ok = attributions[attributions["status"].eq("ok")]
+    ok = usable(attributions)
     expl = explanations[["id", "explanation", "positions"]].assign(
         graded=graded_flags(explanations)
     )

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from scipy.special import softmax
 
+from .attribution.status import usable
 from .data.registry import LABELS
 from .forward import forward_args, input_embeddings, make_forward
 from .models import context_length
@@ -180,7 +181,7 @@ def erasure_table(
         ``p_full``, ``pred``, ``flip_mask_all``, ``flip_mask_human`` (NaN without a human
         rationale).
     """
-    ok = attributions[attributions["status"].eq("ok")]
+    ok = usable(attributions)
     rows = []
     for dataset, part in ok.groupby("dataset", sort=False):
         ids = list(dict.fromkeys(part["id"]))
@@ -355,7 +356,7 @@ def soft_erasure(
     ``s0 = 1`` (the zero input already predicts as well as x).
     """
     gen = torch.Generator().manual_seed(seed)
-    ok = attributions[attributions["status"].eq("ok")]
+    ok = usable(attributions)
     rows = []
     for _dataset, part in ok.groupby("dataset", sort=False):
         ids = list(dict.fromkeys(part["id"]))

@@ -109,6 +109,11 @@ class Batch:
 MAX_ROWS = 32
 
 
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of a left-padded batch: 0 at each row's first real token (pads: 0)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def input_index(
     rendered: Sequence[RenderedPrompt], width: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -187,7 +192,7 @@ def prepare(
     prefix = torch.tensor(seqs[0][:plen], dtype=torch.long).expand(len(seqs), -1)
     ids = torch.cat([prefix, rest_ids], 1)
     mask = torch.cat([torch.ones_like(prefix), rest_mask], 1)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = position_ids(mask)
     in_pos, in_valid, tok_word = input_index(rendered, ids.shape[1])
     names = LABELS[dataset]
     tgt = torch.tensor([names.index(lab) for lab in labels])

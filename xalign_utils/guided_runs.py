@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .attribution.registry import METHODS
+from .attribution.status import usable
 from .baselines import FREE_TEXT_ROLES, WORD_LIST_ROLES, raw_rationales_name
 from .config import RunConfig
 from .data import load_processed
@@ -70,7 +71,7 @@ def load_inputs(cfg: RunConfig) -> GuideInputs:
     return GuideInputs(
         evaluation,
         dict(zip(preds["id"], preds["pred"], strict=True)),
-        attr[attr["status"].eq("ok") & attr["method"].isin(CANDIDATES)],
+        usable(attr)[lambda d: d["method"].isin(CANDIDATES)],
         faith,
     )
 

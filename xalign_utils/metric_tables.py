@@ -20,6 +20,7 @@ import pandas as pd
 
 from . import comparisons, consistency, faithfulness, plausibility, validation
 from .attribution import continuation_attribution
+from .attribution.status import usable
 from .config import RunConfig
 from .data import load_processed
 from .explanations import rationale_k
@@ -82,7 +83,7 @@ def load_inputs(cfg: RunConfig) -> StageInputs:
     """
     evaluation = {name: load_processed(cfg.processed_dir, name, "eval") for name in cfg.datasets}
     attr = read_table(cfg, "03_attribution", attributions_name(cfg))
-    attr = attr[attr["status"] == "ok"]
+    attr = usable(attr)
     explained = validation.model_explanations(
         read_table(cfg, "02_baselines", "rationales"),
         read_table(cfg, "02_baselines", "explanations"),

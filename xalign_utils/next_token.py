@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .data.registry import DATASETS
-from .forward import Batch, input_index, prepare
+from .forward import Batch, input_index, position_ids, prepare
 from .models import context_length, left_pad
 from .prompts import (
     ContextLengthError,
@@ -42,10 +42,6 @@ def render_prompt(tokenizer, ex: Example, max_length: int | None = None) -> Rend
     return render(tokenizer, ex, "classify", max_length=max_length)
 
 
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
 def _last_logits(model, seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
     """Next-token logits ``[n, V]`` (float32) of unpadded token sequences, one batch."""
     device = next(model.parameters()).device
@@ -54,7 +50,7 @@ def _last_logits(model, seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Ten
         out = model(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
-            position_ids=_positions(mask).to(device),
+            position_ids=position_ids(mask).to(device),
             logits_to_keep=1,
         )
     return out.logits[:, -1].float()
@@ -80,7 +76,7 @@ def prepare_next_token(model, tokenizer, examples: Sequence[Example]) -> Batch:
         rendered,
         ids.to(device),
         mask.to(device),
-        _positions(mask).to(device),
+        position_ids(mask).to(device),
         in_pos.to(device),
         in_valid.to(device),
         tok_word.to(device),

@@ -22,6 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from .data.registry import LABELS
 from .data.synthetic import make_synthetic
+from .forward import position_ids
 from .models import left_pad
 from .prompts import render
 
@@ -74,7 +75,7 @@ def build_planted_model(
     examples = make_synthetic(n_train, seed=1, length=length)
     rendered = [render(tokenizer, ex, "classify") for ex in examples]
     ids, mask = left_pad([r.input_ids for r in rendered], tokenizer.pad_token_id)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = position_ids(mask)
     width = ids.shape[1]
     trigger = torch.zeros_like(ids, dtype=torch.bool)  # trigger-word tokens
     filler = torch.zeros_like(ids, dtype=torch.long)  # filler word index + 1 (0: not a word)

@@ -18,6 +18,7 @@ import seaborn as sns
 from sklearn.metrics import confusion_matrix
 
 from .attribution.registry import METHODS
+from .attribution.status import usable
 from .schema import Example
 
 COLUMN_WIDTH_IN = 5.9  # 15 cm
@@ -83,8 +84,14 @@ def save_table(
     float_format: str = "%.3f",
     caption: str | None = None,
 ) -> Path:
-    """Save ``df`` as ``<folder>/<name>.tex`` (booktabs) and ``.csv``; returns the .tex path."""
+    """Save ``df`` as ``<folder>/<name>.tex`` (booktabs) and ``.csv``; returns the .tex path.
+
+    A named index (e.g. the ``dataset`` of a ``groupby(...).describe()``) becomes columns,
+    so no row loses what it is about; an unnamed one, or one that repeats a column, is
+    dropped."""
     folder.mkdir(parents=True, exist_ok=True)
+    if any(level is not None and level not in df.columns for level in df.index.names):
+        df = df.reset_index(drop=any(level in df.columns for level in df.index.names))
     tex = folder / f"{name}.tex"
     df.to_csv(folder / f"{name}.csv", index=False)
     latex = df.to_latex(
@@ -356,7 +363,7 @@ def attribution_heatmaps(
     """
     figures = {}
     for dataset, ids in shown.items():
-        sub = table[(table["dataset"] == dataset) & (table["status"] == "ok")]
+        sub = usable(table[table["dataset"] == dataset])
         for k, ex_id in enumerate(ids):
             ex, rows = examples_by_id[ex_id], sub[sub["id"] == ex_id]
             own = own_positions.get(ex_id, set())

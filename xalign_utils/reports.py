@@ -18,6 +18,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from .attribution.status import flagged, usable
 from .data import summarise
 from .prompts import TASKS, render
 from .schema import Example
@@ -31,7 +32,8 @@ def health(df: pd.DataFrame) -> pd.DataFrame:
     NaN/inf score, zeroed), ``words_without_tokens`` and ``truncated_words`` (totals),
     ``seconds_per_example`` (mean), ``ig_delta_abs`` (IG's mean completeness error
     |Σ attributions − (f(x) − f(baseline))|), ``ig_relative_error`` (its median relative to
-    |f(x) − f(baseline)|) and ``noiser_sigma`` (mean noise scale).
+    |f(x) − f(baseline)|), ``noiser_sigma`` (mean noise scale) and ``noiser_flagged`` (rows
+    whose Noiser search kept no scores, left out of every metric: :mod:`.attribution.status`).
     """
     g = df.assign(
         ok=df["status"].eq("ok"),
@@ -57,6 +59,7 @@ def health(df: pd.DataFrame) -> pd.DataFrame:
         out["ig_relative_error"] = rel.groupby([df["dataset"], df["method"]], sort=False).median()
     if "noiser_sigma" in df:
         out["noiser_sigma"] = g["noiser_sigma"].mean()
+        out["noiser_flagged"] = flagged(df).groupby([df["dataset"], df["method"]], sort=False).sum()
     return out.reset_index()
 
 
@@ -66,7 +69,7 @@ def pairwise_agreement(df: pd.DataFrame, score: str = "magnitude") -> pd.DataFra
     Returns one row per example × method pair (both orders not repeated) with ``rho``
     (NaN when a score vector is constant, e.g. a method that gives every word 0).
     """
-    ok = df[df["status"].eq("ok")]
+    ok = usable(df)
     wide = ok.pivot_table(index=["dataset", "id"], columns="method", values=score, aggfunc="first")
     rows = []
     methods = list(dict.fromkeys(ok["method"]))
@@ -409,7 +412,7 @@ def heatmap_examples(table: pd.DataFrame, datasets: Sequence[str], n: int) -> di
     ran without error: the examples every method can be compared on."""
     out = {}
     for dataset in datasets:
-        sub = table[(table["dataset"] == dataset) & (table["status"] == "ok")]
+        sub = usable(table[table["dataset"] == dataset])
         counts = sub.groupby("id")["method"].nunique()
         out[dataset] = [i for i in dict.fromkeys(sub["id"]) if counts[i] == counts.max()][:n]
     return out

@@ -23,6 +23,7 @@ import pandas as pd
 
 from . import consistency
 from .attribution.registry import METHODS
+from .attribution.status import usable
 from .stats import ci_table, rank_corr, top_k
 
 #: The model's explanations of notebook 02 (stored role → name in notebook 04's tables):
@@ -132,7 +133,7 @@ def oracle_explanations(attributions: pd.DataFrame, explanations: pd.DataFrame) 
     """
     size = {(r.id, r.explanation): len(set(r.positions)) for r in explanations.itertuples()}
     rows = []
-    for rec in attributions[attributions["status"].eq("ok")].itertuples():
+    for rec in usable(attributions).itertuples():
         ranked = np.sort(np.asarray(rec.magnitude, dtype=float))[::-1]
         if np.ptp(ranked) == 0:
             continue  # constant scores have no top-k
