@@ -201,6 +201,10 @@ def _tables(tmp_path: Path) -> Path:
          "diff_vs_best": [0.2], "diff_ci": ["[0.10, 0.30]"], "rank_spearman": [0.5], "n": [50]}
     ).to_csv(d / "07_noiser_directions.csv", index=False)  # fmt: skip
     pd.DataFrame(
+        {"dataset": ["knowns", "knowns"], "method": ["integrated_gradients", "lime"],
+         "ig_relative_error": [1.88, None]}
+    ).to_csv(d / "03_next_token_health.csv", index=False)  # fmt: skip
+    pd.DataFrame(
         {"language": ["de"], "accuracy": [0.4], "accuracy_ci_low": [0.3],
          "accuracy_ci_high": [0.5], "n": [48], "p_above_chance_holm": [0.21],
          "top_predicted": ["neutral"], "top_predicted_share": [0.9], "rank_auc": [0.6],
@@ -236,6 +240,7 @@ def test_block_carries_values_cis_n_and_tables(tmp_path):
     assert "| e-SNLI: log-perplexity | +0.30 [0.10, 0.50] | +1.20 [0.90, 1.50] |" in text
     assert "| Noiser | +1.81 | +0.30 [0.20, 0.40] |" in text and "knowns n=50" in text
     assert "| knowns | yes | yes | lime | 0.2 | [0.10, 0.30] | 0.5 |" in text
+    assert "completeness error on these prompts is knowns 188%" in text
     assert "| de | 0.40 [0.30, 0.50] | 48 | 0.21 | neutral (0.90) |" in text
     assert "+0.05 [-0.01, 0.10] |" in text  # the paired difference from the best null
     for name in ("02_task_performance", "04_consistency_primary", "05_regularised_tests"):

@@ -111,6 +111,23 @@ def guided_decoding(tables_dir: Path) -> str:
     )
 
 
+def _ig_caveat(tables_dir: Path) -> str:
+    """IG's median relative completeness error on the next-token prompts (every word moves
+    to the zero baseline, the first token included), from ``03_next_token_health``."""
+    if not (Path(tables_dir) / "03_next_token_health.csv").is_file():
+        return ""
+    health = read_table(tables_dir, "03_next_token_health")
+    ig = health[health["method"].eq("integrated_gradients")].dropna(subset=["ig_relative_error"])
+    if ig.empty:
+        return ""
+    errors = ", ".join(f"{r.dataset} {r.ig_relative_error:.0%}" for r in ig.itertuples())
+    return (
+        f"\n\nIntegrated gradients' median relative completeness error on these prompts is "
+        f"{errors} (`03_next_token_health`), so its next-token scores are far from converged "
+        "and its row here says little."
+    )
+
+
 def noiser_side_by_side(tables_dir: Path) -> str:
     """Notebook 07: the Noiser paper's Table 1 beside ours in the next-token setting."""
     side = read_table(tables_dir, "07_noiser_table1")
@@ -132,6 +149,7 @@ def noiser_side_by_side(tables_dir: Path) -> str:
         f"whose greedy token is the gold one; ours: every prompt, 95% CI, {n}; "
         "`07_noiser_table1`):\n\n"
         + _markdown(grid.reset_index())
+        + _ig_caveat(tables_dir)
         + "\n\nIs Noiser the most faithful method here? Noiser's log ratio minus the best "
         "other method's, paired over prompts (`07_noiser_directions`; yes/no only when the CI "
         "excludes 0):\n\n"
