@@ -74,6 +74,16 @@ def test_batched_noiser_is_the_papers_algorithm(model_and_tokenizer):
         assert extra["noiser_sigma"][b] == pytest.approx(ref.sigma)
         words = [ref.scores[span].sum() for span in rp.word_tokens]
         np.testing.assert_allclose(scores[b][0], words, atol=2e-5)
+    # a prompt some of whose tokens lose the greedy token below the top σ (bisected):
+    # the batched default (bisect only those) equals every token bisected, and the reference
+    short = knowns(["Toko Yasuda, the"])
+    run = dict(noise_samples=2, bisection_steps=4, seed=0)
+    batch = next_token.prepare_batch(model, tok, short)
+    fast, slow = (N.noiser(model, batch, strategy=s, **run) for s in ("min", "per_token"))
+    ref = N.noiser_next_token(model, render_plain(tok, short[0]).input_ids, **run)
+    assert fast[1]["noiser_sigma"][0] == slow[1]["noiser_sigma"][0] == pytest.approx(ref.sigma)
+    assert 0 < ref.sigma < 1 - 2**-4 and fast[1]["noiser_nonmonotone"][0] == 0
+    np.testing.assert_allclose(fast[0][0][0], slow[0][0][0], atol=1e-6)
 
 
 @pytest.mark.slow

@@ -244,6 +244,7 @@ def test_flagged_noiser_rows_are_left_out_of_metrics_and_counted():
         health.at["noiser", "noiser_flagged"] == 2 and health.at["saliency", "noiser_flagged"] == 0
     )
     assert set(reports.pairwise_agreement(df)["id"]) == {"e1"}
+    assert health.at["noiser", "noiser_sigma"] == 0.5  # flagged rows' σ = 0 left out
     # a table without Noiser columns keeps every ok row
     plain = df.drop(columns=["noiser_no_sigma", "noiser_clean_ok", "noiser_sigma"])
     assert len(usable(plain)) == 5
@@ -288,13 +289,39 @@ def test_min_strategy_finds_the_same_sigma_with_fewer_passes(thresholds):
         N.search(_threshold_probs(thr, []), base, positions, noise, 0, strategy="fast")
 
 
-@pytest.mark.slow
-def test_min_strategy_matches_per_token_bisection_on_real_prompts(model_and_tokenizer, synthetic):
-    model, tok = model_and_tokenizer
-    batch = FW.prepare(model, tok, synthetic)
-    run = dict(noise_samples=3, bisection_steps=4)
-    fast = N.noiser(model, batch, strategy="min", **run)
-    slow = N.noiser(model, batch, strategy="per_token", **run)
-    np.testing.assert_array_equal(fast[1]["noiser_sigma"], slow[1]["noiser_sigma"])
-    for a, b in zip(fast[0], slow[0], strict=True):
-        np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-7)
+def test_min_strategy_bisects_the_right_tokens_in_small_chunks():
+    """Token-distinct noise scales and one token per chunk: a wrong token ↔ noise mapping
+    in the bisected subset would move σ*; no tokens at all is flagged in both."""
+    thr, scale = torch.tensor([2.0, 0.3, 2.0, 0.9]), torch.tensor([1.0, 0.5, 3.0, 2.0])
+    base, positions = torch.zeros(4, 3), torch.arange(4)
+    noise = torch.eye(3)[:2].expand(4, -1, -1) * scale.view(-1, 1, 1)
+    expected = min(
+        1 - 2**-6, *(np.floor(64 * min(t / c, 1)) / 64 for t, c in zip(thr, scale, strict=True))
+    )
+    for strategy in N.STRATEGIES:
+        res = N.search(
+            _threshold_probs(thr, []), base, positions, noise, 0, 6, chunk=2, strategy=strategy
+        )
+        assert res.sigma == pytest.approx(expected) and res.nonmonotone == 0
+        empty = N.search(
+            _threshold_probs(thr, []), base, positions[:0], noise[:0], 0, 6, strategy=strategy
+        )
+        assert empty.no_sigma and empty.sigma == 0 and empty.scores.shape == (0,)
+
+
+def test_metric_modules_filter_attributions_through_usable():
+    """Every module that reads attribution rows for a metric filters them with
+    ``attribution.status.usable``, not ``status == "ok"`` (which keeps flagged Noiser rows);
+    ``reports.health`` counts statuses and ``training_runs`` reads Input×Grad only."""
+    import re
+    from pathlib import Path
+
+    package = Path(N.__file__).resolve().parents[1]
+    # (``lists["status"]`` is a parsed word list's status, not an attribution's)
+    pattern = re.compile(r'(?<!lists)\["status"\]\s*(?:==\s*"ok"|\.eq\("ok"\))')
+    offenders = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if pattern.search(path.read_text())
+    }
+    assert offenders <= {"reports.py", "training_runs.py", "attribution/status.py"}, offenders

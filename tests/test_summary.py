@@ -287,3 +287,16 @@ def test_committed_readme_matches_committed_tables():
         )
         == 0
     )
+
+
+def test_ig_caveat_needs_ig_rows_and_says_when_ig_converged(tmp_path):
+    from xalign_utils.summary_results import _ig_caveat
+
+    assert _ig_caveat(tmp_path) == ""  # no next-token health table
+    health = pd.DataFrame({"dataset": ["knowns"], "method": ["lime"], "n": [5]})
+    health.to_csv(tmp_path / "03_next_token_health.csv", index=False)
+    assert _ig_caveat(tmp_path) == ""  # IG did not run on the prompts
+    health.assign(method="integrated_gradients", ig_relative_error=0.02).to_csv(
+        tmp_path / "03_next_token_health.csv", index=False
+    )
+    assert "knowns 2%" in _ig_caveat(tmp_path) and "far from" not in _ig_caveat(tmp_path)

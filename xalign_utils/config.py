@@ -94,8 +94,8 @@ class RunConfig:
             family, saliency, input×gradient, random) in notebook 03.
         n_attr_costly: examples per dataset for the many-pass methods (IG, gradient
             SHAP, occlusion, LIME, KernelSHAP): the first ``n_attr_costly`` of the
-            ``n_attr``, so every method is compared on the same examples.
-        n_attr_noiser: examples per dataset for Noiser (the costliest method).
+            ``n_attr``, so they and the one-pass methods share their examples.
+        n_attr_noiser: examples per dataset for Noiser (the first of the ``n_attr``).
         next_token_datasets, n_next_token: the Noiser paper's setting in notebooks 03/04
             (plain prompts, greedy next token, every method): datasets and how many
             prompts of each (same order); they name their stored tables.

@@ -90,8 +90,9 @@ def save_table(
     so no row loses what it is about; an unnamed one, or one that repeats a column, is
     dropped."""
     folder.mkdir(parents=True, exist_ok=True)
-    if any(level is not None and level not in df.columns for level in df.index.names):
-        df = df.reset_index(drop=any(level in df.columns for level in df.index.names))
+    named = [n for n in df.index.names if n is not None and n not in df.columns]
+    if named:
+        df = df.reset_index(level=named)
     tex = folder / f"{name}.tex"
     df.to_csv(folder / f"{name}.csv", index=False)
     latex = df.to_latex(

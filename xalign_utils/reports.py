@@ -33,7 +33,9 @@ def health(df: pd.DataFrame) -> pd.DataFrame:
     ``seconds_per_example`` (mean), ``ig_delta_abs`` (IG's mean completeness error
     |Σ attributions − (f(x) − f(baseline))|), ``ig_relative_error`` (its median relative to
     |f(x) − f(baseline)|), ``noiser_sigma`` (mean noise scale) and ``noiser_flagged`` (rows
-    whose Noiser search kept no scores, left out of every metric: :mod:`.attribution.status`).
+    whose Noiser search kept no scores, left out of every metric: :mod:`.attribution.status`;
+    σ is averaged over the others) and ``noiser_nonmonotone`` (tokens losing the prediction
+    at σ*).
     """
     g = df.assign(
         ok=df["status"].eq("ok"),
@@ -58,8 +60,11 @@ def health(df: pd.DataFrame) -> pd.DataFrame:
         rel = (df["ig_delta"].abs() / (gap - df["ig_delta"]).abs()).where(df["ig_delta"].notna())
         out["ig_relative_error"] = rel.groupby([df["dataset"], df["method"]], sort=False).median()
     if "noiser_sigma" in df:
-        out["noiser_sigma"] = g["noiser_sigma"].mean()
         out["noiser_flagged"] = flagged(df).groupby([df["dataset"], df["method"]], sort=False).sum()
+        usable_sigma = df["noiser_sigma"].where(~flagged(df))  # flagged rows carry σ = 0
+        out["noiser_sigma"] = usable_sigma.groupby([df["dataset"], df["method"]], sort=False).mean()
+    if "noiser_nonmonotone" in df:
+        out["noiser_nonmonotone"] = g["noiser_nonmonotone"].sum(min_count=1)
     return out.reset_index()
 
 

@@ -76,7 +76,7 @@ def score_labels(
             mask = torch.cat(
                 [torch.ones((len(chunk), plen), dtype=torch.long, device=device), rest_mask], 1
             )
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # forward.position_ids (a layer up)
             res = model(
                 input_ids=ids,
                 attention_mask=mask,

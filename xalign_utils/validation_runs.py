@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import consistency, faithfulness, plausibility, validation
 from .attribution import METHODS, attribute
+from .attribution.status import usable
 from .config import RunConfig
 from .data import make_synthetic
 from .metric_tables import StageInputs, persist, plausibility_table, reuse
@@ -357,7 +358,7 @@ def seed_tables(
     each ``attribution_seed`` of :func:`seed_attributions`."""
     tables = {seed: attributions[attributions["method"].isin(methods)]}
     for s in dict.fromkeys(extra.get("attribution_seed", pd.Series(dtype=int))):
-        tables[int(s)] = extra[extra["attribution_seed"] == s]
+        tables[int(s)] = usable(extra[extra["attribution_seed"] == s])
     return tables
 
 

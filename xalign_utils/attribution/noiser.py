@@ -96,6 +96,8 @@ class NoiserResult:
         clean_ok: the clean input (σ = 0) keeps the prediction.
         no_sigma: no σ > 0 tried keeps the prediction for every token (scores 0).
         target: the token id (``paper``) or label index (``label_set``) attributed.
+        nonmonotone: tokens that lose the prediction at σ* although their search verified
+            a σ ≥ σ* keeps it (0 when keeping it is monotone in σ, as bisection assumes).
     """
 
     scores: np.ndarray
@@ -103,6 +105,7 @@ class NoiserResult:
     clean_ok: bool
     no_sigma: bool
     target: int
+    nonmonotone: int = 0
 
 
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -240,10 +243,12 @@ def search(
         sigma = float(lo.min()) if n_tok else 0.0
         if sigma <= 0:  # some token loses the prediction at every σ > 0 tried
             return NoiserResult(zeros, 0.0, True, True, target)
+        lost = 0
         if noisy is None:
-            noisy = evaluate(torch.full((n_tok,), sigma, device=base.device))[1]
+            keeps, noisy = evaluate(torch.full((n_tok,), sigma, device=base.device))
+            lost = int((~keeps).sum())
         drop = (clean[target] - noisy).double().cpu().numpy()
-    return NoiserResult(drop, sigma, True, False, target)
+    return NoiserResult(drop, sigma, True, False, target, lost)
 
 
 def noiser_next_token(
@@ -339,7 +344,9 @@ def noiser(
     Returns:
         Word scores (signed and magnitude ``|score|``) and extras ``noiser_sigma`` (σ*),
         ``noiser_clean_ok`` (σ = 0 keeps the prediction; False means a target that is
-        not the prediction, or a bug) and ``noiser_no_sigma`` (flagged rows: scores 0).
+        not the prediction, or a bug), ``noiser_no_sigma`` (flagged rows: scores 0) and
+        ``noiser_nonmonotone`` (tokens that lose the prediction at σ*: where it is > 0,
+        bisection's monotonicity fails and the two strategies may differ).
 
     Raises:
         ValueError: ``variant="paper"`` on a classification batch (its predictions are
@@ -353,7 +360,7 @@ def noiser(
             "classification prompts predict labels (variant='label_set')"
         )
     unit = unit_noise(noise_samples, model.get_input_embeddings().weight.shape[-1], seed, norm)
-    results, sigma, clean_ok, no_sigma = [], [], [], []
+    results, sigma, clean_ok, no_sigma, nonmonotone = [], [], [], [], []
     for b in range(batch.size):
         one = batch.slice(b, b + 1)
         with torch.inference_mode():
@@ -402,10 +409,12 @@ def noiser(
         sigma.append(res.sigma)
         clean_ok.append(res.clean_ok)
         no_sigma.append(res.no_sigma)
+        nonmonotone.append(res.nonmonotone)
     tok = torch.stack(results)
     extras = {
         "noiser_sigma": np.array(sigma),
         "noiser_clean_ok": np.array(clean_ok),
         "noiser_no_sigma": np.array(no_sigma),
+        "noiser_nonmonotone": np.array(nonmonotone),
     }
     return to_words(batch, tok, tok.abs()), extras
