@@ -60,9 +60,11 @@ def health(df: pd.DataFrame) -> pd.DataFrame:
         rel = (df["ig_delta"].abs() / (gap - df["ig_delta"]).abs()).where(df["ig_delta"].notna())
         out["ig_relative_error"] = rel.groupby([df["dataset"], df["method"]], sort=False).median()
     if "noiser_sigma" in df:
-        out["noiser_flagged"] = flagged(df).groupby([df["dataset"], df["method"]], sort=False).sum()
-        usable_sigma = df["noiser_sigma"].where(~flagged(df))  # flagged rows carry σ = 0
-        out["noiser_sigma"] = usable_sigma.groupby([df["dataset"], df["method"]], sort=False).mean()
+        rows = flagged(df)
+        keys = [df["dataset"], df["method"]]
+        out["noiser_flagged"] = rows.groupby(keys, sort=False).sum()
+        # flagged rows carry σ = 0: the mean is over the others
+        out["noiser_sigma"] = df["noiser_sigma"].where(~rows).groupby(keys, sort=False).mean()
     if "noiser_nonmonotone" in df:
         out["noiser_nonmonotone"] = g["noiser_nonmonotone"].sum(min_count=1)
     return out.reset_index()

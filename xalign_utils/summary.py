@@ -103,7 +103,8 @@ def attribution_health(tables_dir: Path) -> str:
     """Per method: examples attributed, rows flagged, cost per example, IG completeness."""
     table = read_table(tables_dir, "03_attribution_health")
     flags = ["context_overflow", "nonfinite_rows", "words_without_tokens"]
-    flags += [c for c in ("noiser_flagged",) if c in table]  # written since Noiser's flags
+    if "noiser_flagged" in table:  # written since Noiser's flags
+        flags.append("noiser_flagged")
     rows = []
     for method, group in table.groupby("method", sort=False):
         n = int(group["n"].sum())
@@ -114,7 +115,9 @@ def attribution_health(tables_dir: Path) -> str:
                 "method": method,
                 "n (examples)": n,
                 "ok": int(group["ok"].sum()),
-                "flagged (overflow, NaN/inf, word without tokens, Noiser search)": int(group[flags].sum().sum()),
+                "flagged (overflow, NaN/inf, word without tokens, Noiser search)": int(
+                    group[flags].sum().sum()
+                ),
                 "s / example": f"{seconds:.3g}",
                 "IG relative completeness error (median of datasets)": f"{100 * error.median():.1f}%"
                 if len(error)
