@@ -78,6 +78,10 @@ def test_greedy_generate_equals_model_generate(lm, cases):
     short = greedy_generate(model, tok, ids, [3] * 3 + [20] * 6, batch_size=9, groups=groups)
     assert all(len(g.tokens) <= 3 for g in short[:3])
     assert [g.tokens for g in short[3:]] == [g.tokens for g in new[3:]]
+    # one row ending early stays in the cache (8 of 9 alive, above COMPACT_BELOW), fed pads
+    one = greedy_generate(model, tok, ids, [2] + [20] * 8, batch_size=9, groups=groups)
+    assert len(one[0].tokens) <= 2
+    assert [g.tokens for g in one[1:]] == [g.tokens for g in new[1:]]
 
 
 def test_continuation_logprobs_equal_a_plain_forward(lm, cases):
