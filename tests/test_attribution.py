@@ -204,3 +204,6 @@ def test_path_values_end_at_the_target_and_give_the_completeness_error(
     np.testing.assert_allclose(
         errors["relative_error"], np.abs(ig["ig_delta"]) / np.abs(total), rtol=1e-6
     )
+    # a run without IG (the XNLI track's one-pass methods): no path, no errors, same columns
+    none = A.completeness_errors(ig.assign(method="saliency").drop(columns="ig_delta"), path[:0])
+    assert none.empty and "relative_error" in none

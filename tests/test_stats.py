@@ -269,3 +269,10 @@ def test_paired_tests_and_ci_table_by_cluster():
     assert ci.loc["random", "value"] == pytest.approx(base.mean())
     plain = stats.ci_table(df, ["method"], ["m"]).set_index("method")
     assert plain.loc["random", "n"] == 60 and "n_rows" not in plain
+
+
+def test_ci_table_of_nothing_keeps_its_columns():
+    """A run without the methods a table is about (e.g. no seeded methods) gets an empty
+    table that later joins and pivots can still index."""
+    out = stats.ci_table(pd.DataFrame(columns=["method", "rho"]), ["method"], ["rho"])
+    assert out.empty and list(out.columns)[:3] == ["method", "metric", "value"]

@@ -383,6 +383,11 @@ def attribution_heatmaps(
 def ig_paths(path: pd.DataFrame) -> plt.Figure:
     """f(α·x) − f(0) along integrated gradients' path, one line per example, one panel
     per dataset (notebook 03): where the curve jumps, few steps miss the total."""
+    if path.empty:  # a run without integrated gradients
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 1.2))
+        ax.text(0.5, 0.5, "no integrated-gradients attributions in this run", ha="center")
+        ax.set_axis_off()
+        return fig
     rel = path.assign(
         value=path["value"] - path.groupby("id")["value"].transform(lambda v: v.iloc[0])
     )

@@ -370,7 +370,8 @@ def ci_table(
         for m in metrics:
             ci = bootstrap_ci(grp[m], n_boot=n_boot, seed=seed, clusters=clusters)
             rows.append({**dict(zip(by, key, strict=True)), "metric": m, **ci})
-    return pd.DataFrame(rows)
+    empty = [*by, "metric", "value", "ci_low", "ci_high", "n", "n_undefined"]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=empty)  # e.g. no such method
 
 
 def _paired_effect(d: np.ndarray, n_boot: int, seed: int) -> dict:

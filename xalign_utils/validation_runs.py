@@ -374,7 +374,8 @@ def seed_consistency(tables: Mapping[int, pd.DataFrame], explained: pd.DataFrame
 
 
 def rank_auc_spread(table: pd.DataFrame) -> pd.Series:
-    """Per method: the mean over examples of the SD of rank AUC across seeds."""
+    """Per method: the mean over examples of the SD of rank AUC across seeds (none: empty)."""
+    table = table if len(table) else pd.DataFrame(columns=["method", "id", "rank_auc"], dtype=float)
     sd = table.groupby(["method", "id"])["rank_auc"].std()
     return sd.groupby("method").mean().rename("sd_rank_auc_across_seeds")
 

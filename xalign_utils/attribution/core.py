@@ -210,12 +210,16 @@ def path_values(
 
 def completeness_errors(attributions: pd.DataFrame, path: pd.DataFrame) -> pd.DataFrame:
     """IG's relative completeness error per example: ``|ig_delta| / |f(x) − f(0)|`` with
-    ``f(x) − f(0)`` read from :func:`path_values` (NaN where the total is 0)."""
-    ends = path.pivot_table(index="id", columns="alpha", values="value")
-    total = (ends[ends.columns.max()] - ends[ends.columns.min()]).rename("total")
+    ``f(x) − f(0)`` read from :func:`path_values` (NaN where the total is 0); empty for a
+    run without integrated gradients (e.g. the XNLI track's one-pass methods)."""
+    columns = ["id", "dataset", "ig_delta", "total", "relative_error"]
+    if path.empty or "ig_delta" not in attributions:
+        return pd.DataFrame(columns=columns).astype({c: float for c in columns[2:]})
     ig = attributions[attributions["method"].eq("integrated_gradients")][
         ["id", "dataset", "ig_delta"]
     ]
+    ends = path.pivot_table(index="id", columns="alpha", values="value")
+    total = (ends[ends.columns.max()] - ends[ends.columns.min()]).rename("total")
     out = ig.merge(total, left_on="id", right_index=True)
     denom = out["total"].abs().where(out["total"] != 0)
     return out.assign(relative_error=out["ig_delta"].abs() / denom)
