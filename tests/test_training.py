@@ -290,6 +290,10 @@ def test_two_processes_take_the_steps_of_one(weak_model, tokenizer, tmp_path):
         for run in ("one", "two")
     )
     assert a.keys() == b.keys() and a
+    diffs = torch.cat([(b[k] - a[k]).abs().flatten() for k in a])
     for k in a:
-        # Adam's normalised steps can turn rounding in a near-zero gradient into ~lr/100
-        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4)
+        # Adam's normalised steps can turn rounding in a near-zero gradient into a step of
+        # up to ~lr/100 on an element (seen: 1.05e-4 at lr 2e-2 on 1 of 16k elements, with
+        # the packages a fresh .venv installed on 2026-11-30); the bulk agrees to rounding
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=cfg.lr / 50)
+    assert (diffs > 1e-5).float().mean() < 0.02
