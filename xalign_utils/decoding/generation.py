@@ -291,9 +291,10 @@ def _preallocate(cache, extra: int):
 def _decode_batch(model, tokenizer, prompts, batch, shared, shared_kv, budgets, ends, processor):
     """Yield ``(prompt index, tokens, hit_limit)`` for one planned batch.
 
-    Rows that end stay in the cache (fed a pad token, their scores ignored) until fewer
-    than ``COMPACT_BELOW`` of the cache's rows are alive; then the cache is compacted in
-    one copy. Removing each row the step it ends copies the whole cache at almost every
+    Rows that end stay in the cache (fed their last token again, their scores ignored;
+    attention is per row, so they change no other row) until fewer than
+    ``COMPACT_BELOW`` of the cache's rows are alive; then the cache is compacted in one
+    copy. Removing each row the step it ends copies the whole cache at almost every
     step of a large batch; keeping every dead row wastes the compute of the long tail.
     """
     device = next(model.parameters()).device
@@ -327,12 +328,8 @@ def _decode_batch(model, tokenizer, prompts, batch, shared, shared_kv, budgets, 
             return
         if len(alive) < COMPACT_BELOW * len(member):
             sel = torch.tensor(alive)
-            cache, mask, last, feed = (
-                _select(cache, sel.to(device)),
-                mask[sel],
-                last[sel],
-                feed[sel],
-            )
+            cache = _select(cache, sel.to(device))
+            mask, last, feed = mask[sel], last[sel], feed[sel]
             member = [member[c] for c in alive]
             alive = list(range(len(alive)))
         mask = torch.cat([mask, torch.ones((len(member), 1), dtype=torch.long)], 1)
