@@ -27,6 +27,9 @@ def test_hash_changes_with_results_relevant_fields_only():
     assert a.hash() == config.load_config("smoke").hash()
     assert a.hash() != config.load_config("smoke", seed=1).hash()
     assert a.hash() == config.load_config("smoke", model=config.OFFLINE_MODEL).hash()
+    core = config.load_config("smoke", CORE_ONLY="1")  # skips tables, changes none stored
+    assert core.core_only and not a.core_only
+    assert all(core.hash(**{k: True}) == a.hash(**{k: True}) for k in ("attribution", "guide"))
 
 
 def test_model_from_environment(monkeypatch):

@@ -257,6 +257,9 @@ def test_the_xnli_track_runs_before_the_last_notebook_outside_smoke(repo):
     assert all(
         "-p N_EVAL '48'" in c and "-p EXTRA_DATASETS 'xnli-en,xnli-de,xnli-fr'" in c for c in track
     )
+    assert all("-p CORE_ONLY '1'" in c for c in track)  # skips what 07 does not read
+    main = [c for c in calls if c not in track]
+    assert not any("CORE_ONLY" in c for c in main)
     assert executed(calls)[-1] == NOTEBOOKS[-1] and calls.index(track[-1]) < len(calls) - 1
     fake_outputs(repo, "smoke", NOTEBOOKS)
     smoke = papermill_calls(make(repo, "-n", "all", "PROFILE=smoke"))

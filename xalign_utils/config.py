@@ -139,8 +139,8 @@ class RunConfig:
             the ``n_attr``, so both attribution methods it needs exist for them).
         guide_alphas: soft-bias strengths of notebook 06 (logit units for the most
             attributed word; 0 included: plain greedy decoding, the reference).
-        guide_k, guide_beams: words the lexically constrained explanations must contain
-            (the top-k attributed) and its beam size.
+        guide_k, guide_beams: the top-k attributed words constrained explanations contain; beams.
+        core_only: skip the tables 07 never reads of a dataset track (``make xnli``).
     """
 
     profile: str = "default"
@@ -197,6 +197,7 @@ class RunConfig:
     guide_alphas: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0)
     guide_k: int = 3
     guide_beams: int = 4
+    core_only: bool = False
     notes: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -280,10 +281,10 @@ TRAINING_FIELDS = tuple(
 GUIDE_FIELDS = ("n_guide", "guide_alphas", "guide_k", "guide_beams")
 
 #: Fields that never enter a hash: they change no stored number (``num_processes``: the
-#: sharded runner is tested equal to one process; ``n_heatmap``: figures only) or name
-#: their own stored table (``rationale_labels``, the next-token experiment's).
+#: sharded runner is tested equal to one process; ``n_heatmap``: figures only; ``core_only``
+#: skips tables) or name their own stored table (``rationale_labels``, next-token's).
 UNHASHED_FIELDS = tuple(
-    "rationale_labels num_processes n_heatmap next_token_datasets n_next_token".split()
+    "rationale_labels num_processes n_heatmap next_token_datasets n_next_token core_only".split()
 )
 
 PROFILES: dict[str, RunConfig] = {
@@ -323,7 +324,6 @@ PROFILES: dict[str, RunConfig] = {
     # with 32 samples on 6 examples per dataset; Noiser (4 samples × 6 bisection steps) on
     # 12, affordable since it bisects only the tokens that lose the prediction at the top σ
     # (bisecting every token took ≈ 70 s per example on 2 cores: 20 min for 6 per dataset).
-    #
     # Notebook 05 within 35 minutes (measured: plain LoRA steps ~1.4 examples/s with fused
     # attention, RRR steps ~0.7/s, a checkpoint's metrics ~1 s per example, a regularised
     # run's occlusion-based metrics ~6 s per example): 3 × 200 training examples, 30
