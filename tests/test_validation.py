@@ -248,6 +248,8 @@ def test_tests_in_words_state_direction_and_nulls():
     )
     assert reports.tests_in_words(tests[tests["g"] == "b"], ["g"])[0].startswith("Nothing differs")
     assert reports.tests_in_words(tests.iloc[0:0], ["g"]) == []
+    report = reports.tests_report({"Q1": (tests, ["g", "metric"]), "Q2": (None, ["g"])})
+    assert report.splitlines() == ["Q1", f"  • {a}", f"  • {b}", "Q2", "  • not run here"]
 
 
 def _attributions(n_ex: int = 6, n: int = 10, methods=("random", "saliency"), seed: int = 0):

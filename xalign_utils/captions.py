@@ -89,6 +89,11 @@ FIGURES: dict[str, FigureSpec] = {
     r"0[57]_checkpoints": FigureSpec(
         "Accuracy over fine-tuning checkpoints.", "05_checkpoints", value="correct"
     ),
+    r"05_competence_curves": FigureSpec(
+        "Accuracy against training examples: the checkpoints beside the bench probes.",
+        "05_competence_probes",
+        value="accuracy",
+    ),
     r"0[57]_(tradeoff|regularisation_tradeoff)": FigureSpec(
         "Regularised fine-tuning: each λ's accuracy and faithfulness.",
         "05_regularised",

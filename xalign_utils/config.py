@@ -24,6 +24,7 @@ MODELS_DIR = DATA_DIR / "models"
 ADAPTERS_DIR = MODELS_DIR / "adapters"
 #: Published numbers of the reproduced papers (transcribed; see reference/README.md).
 REFERENCE_DIR = ROOT / "reference"
+BENCH_DIR = ROOT / "bench"  # benchmarks and probes (make bench, bench/*.py) and their tables
 RUNS_DIR = ROOT / "runs"
 FIGURES_DIR = ROOT / "figures"
 TABLES_DIR = FIGURES_DIR / "tables"
@@ -115,8 +116,7 @@ class RunConfig:
         target: the label attributions explain (``pred``, ``gold`` or ``contrast``).
         num_processes: processes the attribution runner shards over (numbers unchanged).
         n_heatmap: heat maps drawn per dataset in notebook 03 (presentation only).
-        strategy: how notebook 04 erases words (``delete`` or ``mask``).
-        mask_text: the replacement text of the ``mask`` strategy.
+        strategy, mask_text: how notebook 04 erases words (``delete``, or ``mask`` with that text).
         k_values: list lengths of notebook 04's k-sensitivity check.
         train_datasets: datasets notebook 05 fine-tunes on (their ``train`` splits:
             e-SNLI dev, SST-2 train, HateXplain val), one multi-task adapter.

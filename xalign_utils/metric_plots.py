@@ -86,3 +86,24 @@ def log_ratio_dots(ratios: pd.DataFrame, metric: str) -> plt.Figure:
     ax.axvline(0, color="0.6", lw=0.6)
     mark_nulls(ax.get_yticklabels())
     return fig
+
+
+def cascade_lines(casc_ci: pd.DataFrame) -> plt.Figure:
+    """Rank AUC against input×gradient as the model's layers are randomised from the top
+    (one line per explanation), against 0.5 (no agreement): Adebayo et al.'s check."""
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
+    d = casc_ci[casc_ci["metric"] == "rank_auc"]
+    sns.lineplot(d, x="layers_randomised", y="value", hue="explanation", marker="o", ax=ax)
+    ax.axhline(0.5, color="0.6", lw=0.6, ls="--")
+    ax.set_ylabel("rank AUC (input×gradient)")
+    return fig
+
+
+def k_sensitivity_lines(k_table: pd.DataFrame) -> plt.Figure:
+    """Mean F1 of each method's top-k words against the Top-Var list, for each fixed k."""
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.8))
+    sns.lineplot(
+        k_table, x="k", y="f1", hue="method", errorbar=None, ax=ax, marker="o", markersize=3
+    )
+    ax.legend(fontsize=6, ncol=2)
+    return fig

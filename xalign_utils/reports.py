@@ -200,6 +200,16 @@ def tests_in_words(
     return out
 
 
+def tests_report(sections: Mapping[str, tuple[pd.DataFrame | None, Sequence[str]]]) -> str:
+    """Each question's title and its :func:`tests_in_words` sentences (``(tests, by)`` per
+    title); a question whose table is ``None`` was not run (e.g. ``CORE_ONLY``) and says so."""
+    lines = []
+    for title, (tests, by) in sections.items():
+        words = ["not run here"] if tests is None else tests_in_words(tests, by)
+        lines += [title, *(f"  • {sentence}" for sentence in words)]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- notebook 01
 
 

@@ -1,10 +1,14 @@
-"""Figures of notebook 05: loss curves and the metrics of every checkpoint (the theme and
-saving of :mod:`xalign_utils.plots`)."""
+"""Figures of notebook 05: loss curves, the metrics of every checkpoint and accuracy
+against training size (the theme and saving of :mod:`xalign_utils.plots`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import matplotlib.pyplot as plt
 import pandas as pd
+
+from .plots import COLUMN_WIDTH_IN
 
 #: Checkpoint metrics drawn, with their axis labels.
 PANELS = {
@@ -77,4 +81,50 @@ def tradeoff(
         ax.set(xlabel="accuracy", ylabel=metric)
     axes[0, 0].legend(fontsize="x-small")
     fig.tight_layout()
+    return fig
+
+
+def competence_curves(
+    summary: pd.DataFrame, probes: pd.DataFrame, targets: Mapping[str, float]
+) -> plt.Figure:
+    """Accuracy against training examples per dataset, one panel per dataset of
+    ``summary``: notebook 05's checkpoints (column ``examples_per_dataset``; evaluation
+    examples, 95% CI band), the bench probes of :func:`xalign_utils.competence.probe_table`
+    (held-out training examples, Wilson CI, labelled with their CPU minutes), the target
+    (dashed) and the evaluation set's zero-rate baseline (dotted)."""
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(COLUMN_WIDTH_IN, 2.5), sharey=True, squeeze=False
+    )
+    markers = dict(zip(dict.fromkeys(probes["source"]), "s^D", strict=False))
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        part = summary[summary["dataset"] == dataset].sort_values("examples_per_dataset")
+        x = part["examples_per_dataset"]
+        ax.plot(x, part["correct"], marker="o", ms=3, color="C0", label="notebook 05")
+        ax.fill_between(x, part["correct_lo"], part["correct_hi"], color="C0", alpha=0.15, lw=0)
+        for k, (source, rows) in enumerate(probes[probes["dataset"] == dataset].groupby(
+            "source", sort=False
+        )):  # fmt: skip
+            err = [rows["accuracy"] - rows["ci_low"], rows["ci_high"] - rows["accuracy"]]
+            x = rows["examples_per_dataset"] + 12 * k  # probes of one size side by side
+            ax.errorbar(x, rows["accuracy"], yerr=err, ls="none", marker=markers[source], ms=4,
+                        capsize=2, color=f"C{k + 1}", label=source)  # fmt: skip
+            above = k % 2 == 0  # alternate above / below so labels of one size never overlap
+            ax.annotate(f"{rows['minutes'].max():.0f} min",
+                        (x.iloc[-1], rows["ci_high" if above else "ci_low"].iloc[-1]),
+                        xytext=(0, 3 if above else -3), textcoords="offset points", ha="center",
+                        va="bottom" if above else "top", fontsize=6)  # fmt: skip
+        if dataset in targets:
+            ax.axhline(targets[dataset], color="0.3", ls="--", lw=0.8, label="target")
+        ax.axhline(part["zero_rate"].iloc[0], color="0.5", ls=":", lw=0.8, label="zero rate")
+        ax.set(title=dataset, ylim=(0, 1))
+    axes[0, 0].set_ylabel("accuracy")
+    fig.supxlabel("training examples of the dataset (one epoch)", y=0.19, fontsize="small")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes[0, 1:]:  # a dataset only one probe trained on has its own entry
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles, labels = [*handles, h], [*labels, lab]
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="x-small", frameon=False)
+    fig.subplots_adjust(left=0.09, right=0.99, top=0.9, bottom=0.36, wspace=0.1)
     return fig
