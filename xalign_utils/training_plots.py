@@ -120,11 +120,10 @@ def competence_curves(
         ax.set(title=dataset, ylim=(0, 1))
     axes[0, 0].set_ylabel("accuracy")
     fig.supxlabel("training examples of the dataset (one epoch)", y=0.19, fontsize="small")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    for ax in axes[0, 1:]:  # a dataset only one probe trained on has its own entry
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles, labels = [*handles, h], [*labels, lab]
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="x-small", frameon=False)
+    entries = {}  # every panel's entries, once each (one probe trained on SST-2 alone)
+    for ax in axes[0]:
+        entries |= {lab: h for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(entries.values(), entries.keys(), loc="lower center", ncol=3, fontsize="x-small",
+               frameon=False)  # fmt: skip
     fig.subplots_adjust(left=0.09, right=0.99, top=0.9, bottom=0.36, wspace=0.1)
     return fig
