@@ -12,6 +12,11 @@ macro-F1, most-predicted label's share, final loss, training examples per second
 The one-task data-size probe the README quotes (4 min)::
 
     DATASETS=sst2 N_TRAIN=800 LRS=5e-4 OUT=bench/probe_sst2_800.csv .venv/bin/python bench/lr_sweep.py
+
+and the mix the default profile trains on (800 SST-2, 100 of each other dataset; 8 min)::
+
+    TRAIN_SIZES=sst2:800 N_TRAIN=100 LRS=5e-4 OUT=bench/probe_sst2_800_mixed.csv \
+        .venv/bin/python bench/lr_sweep.py
 """
 
 from __future__ import annotations
@@ -23,23 +28,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from xalign_utils import config, data, models, scoring, stats, training
+from xalign_utils import config, data, models, scoring, stats, training, training_runs
 
 LRS = tuple(float(x) for x in os.environ.get("LRS", "5e-5,2e-4,8e-4").split(","))
 N_TRAIN = int(os.environ.get("N_TRAIN", "160"))
+TRAIN_SIZES = os.environ.get("TRAIN_SIZES", "")  # per-dataset exceptions, ``sst2:800,...``
 N_HELD_OUT = int(os.environ.get("N_HELD_OUT", "100"))
 DATASETS = os.environ.get("DATASETS", "")  # comma-separated; empty: the profile's
 OUT = Path(os.environ.get("OUT", Path(__file__).with_name("lr_sweep.csv")))
 
 
 def main() -> None:
-    cfg = config.load_config("default")
+    cfg = config.load_config("default", train_per_dataset=N_TRAIN, train_sizes=TRAIN_SIZES)
     train, held_out = [], []
-    for name in DATASETS.split(",") if DATASETS else cfg.train_datasets:
+    sizes = training_runs.train_sizes(cfg, DATASETS.split(",") if DATASETS else None)
+    for name, size in sizes.items():
         split = data.load_processed(cfg.processed_dir, name, "train")
-        if len(split) < N_TRAIN + N_HELD_OUT:
-            raise ValueError(f"{name}: {len(split)} training examples < {N_TRAIN + N_HELD_OUT}")
-        train += split[:N_TRAIN]
+        if len(split) < size + N_HELD_OUT:
+            raise ValueError(f"{name}: {len(split)} training examples < {size + N_HELD_OUT}")
+        train += split[:size]
         held_out += split[-N_HELD_OUT:]
     data.assert_no_leakage(train, held_out)
     rows = []
@@ -60,6 +67,7 @@ def main() -> None:
                     "lr": lr,
                     "dataset": name,
                     "steps": len(curve),
+                    "n_train": sizes[name],
                     "n_held_out": len(part),
                     "accuracy": stats.accuracy(part["label"], part["pred"]),
                     "macro_f1": stats.macro_f1_fn(labels)(part["label"], part["pred"]),

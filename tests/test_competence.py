@@ -37,8 +37,13 @@ def test_a_missing_probe_names_the_command_and_a_bad_one_its_column(tmp_path):
 
 
 def test_checkpoints_are_placed_by_the_examples_each_dataset_gave():
-    summary = pd.DataFrame({"step": [0, 25, 75]})
-    assert list(competence.checkpoint_examples(summary, 8, 3)) == [0, 67, 200]
+    summary = pd.DataFrame({"step": [0, 25, 75], "dataset": "esnli"})
+    sizes = {"esnli": 200, "sst2": 200, "hatexplain": 200}
+    assert list(competence.checkpoint_examples(summary, 8, sizes)) == [0, 67, 200]
+    # uneven sizes: SST-2 fills 4/5 of every batch on average, and no more than it has
+    summary = pd.DataFrame({"step": [25, 125, 130], "dataset": ["sst2", "sst2", "esnli"]})
+    sizes = {"esnli": 100, "sst2": 800, "hatexplain": 100}
+    assert list(competence.checkpoint_examples(summary, 8, sizes)) == [160, 800, 100]
 
 
 def test_the_figure_has_a_panel_per_dataset_with_target_and_every_probe():

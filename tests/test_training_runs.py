@@ -264,5 +264,25 @@ def test_asking_for_more_training_examples_than_notebook_01_wrote_is_an_error(mo
     ex = text_example("sst2-train-1", "a fine film".split(), label="positive", dataset="sst2")
     monkeypatch.setattr(training_runs, "load_processed", lambda folder, name, split: [ex])
     cfg = config.load_config("smoke", train_datasets="sst2", train_per_dataset=2)
-    with pytest.raises(ValueError, match="TRAIN_PER_DATASET=2.*make 01 N_TRAIN"):
+    with pytest.raises(ValueError, match="fewer than the 2 TRAIN_PER_DATASET.*make 01 N_TRAIN"):
         training_runs.splits(cfg)
+
+
+def test_train_sizes_take_per_dataset_exceptions_and_reject_bad_entries(monkeypatch):
+    cfg = config.load_config("smoke", train_per_dataset=3, train_sizes="sst2:5")
+    assert training_runs.train_sizes(cfg) == {"esnli": 3, "sst2": 5}
+    examples = {
+        name: [text_example(f"{name}-train-{i}", ["w"], dataset=name) for i in range(9)]
+        for name in ("esnli", "sst2")
+    }
+    monkeypatch.setattr(
+        training_runs, "load_processed", lambda folder, name, split: examples.get(name, [])
+    )
+    monkeypatch.setattr(training_runs, "assert_no_leakage", lambda train, evaluation: None)
+    train, _ = training_runs.splits(cfg)
+    assert [ex.id for ex in train] == [*(f"esnli-train-{i}" for i in range(3)),
+                                       *(f"sst2-train-{i}" for i in range(5))]  # fmt: skip
+    with pytest.raises(ValueError, match="'sst2=5' is not name:count"):
+        training_runs.train_sizes(config.load_config("smoke", train_sizes="sst2=5"))
+    plain = config.load_config("smoke", train_per_dataset=3)
+    assert cfg.hash(training=True) != plain.hash(training=True)  # its runs are stored apart

@@ -10,6 +10,7 @@ even at several times the budget. Each probe's command is in ``bench/lr_sweep.py
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +23,7 @@ PROBES = {
     "lr_sweep.csv": "lr sweep, 160 per dataset",
     "probe_mixed_800.csv": "probe, 800 per dataset",
     "probe_sst2_800.csv": "probe, SST-2 alone, 800",
+    "probe_sst2_800_mixed.csv": "probe, SST-2 800 + 100 each",
 }
 COLUMNS = ("lr", "dataset", "steps", "n_held_out", "accuracy", "top_label_share")
 
@@ -56,7 +58,9 @@ def probe_table(bench_dir: Path = BENCH_DIR, batch_size: int | None = None) -> p
         frames.append(
             table[list(COLUMNS)].assign(
                 source=source,
-                examples_per_dataset=(examples / per_lr).round().astype(int),
+                examples_per_dataset=table["n_train"]
+                if "n_train" in table  # probes with per-dataset sizes record them
+                else (examples / per_lr).round().astype(int),
                 minutes=examples / table["train_examples_per_s"] / 60,
             )
         )
@@ -67,7 +71,12 @@ def probe_table(bench_dir: Path = BENCH_DIR, batch_size: int | None = None) -> p
     return out[first + ["n_held_out", "top_label_share", "steps", "minutes"]]
 
 
-def checkpoint_examples(summary: pd.DataFrame, batch_size: int, n_datasets: int) -> pd.Series:
-    """Training examples of each dataset seen by each checkpoint of notebook 05's summary
-    (its batches mix the datasets evenly)."""
-    return (summary["step"] * batch_size / n_datasets).round().astype(int)
+def checkpoint_examples(
+    summary: pd.DataFrame, batch_size: int, sizes: Mapping[str, int]
+) -> pd.Series:
+    """Training examples of its dataset each row of notebook 05's summary had seen (the
+    epoch is one shuffled mix, so dataset ``d`` gives ``sizes[d] / sum(sizes)`` of every
+    batch on average; ``sizes``: training examples per dataset)."""
+    share = summary["dataset"].map(sizes) / sum(sizes.values())
+    seen = (summary["step"] * batch_size * share).round().astype(int)
+    return seen.clip(upper=summary["dataset"].map(sizes))

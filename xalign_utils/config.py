@@ -100,8 +100,7 @@ class RunConfig:
         next_token_datasets, n_next_token: the Noiser paper's setting in notebooks 03/04
             (plain prompts, greedy next token, every method): datasets and how many
             prompts of each (same order); they name their stored tables.
-        n_samples: perturbation samples of LIME and KernelSHAP; gradient SHAP uses a
-            quarter of them (each of its samples is a forward *and* backward).
+        n_samples: perturbation samples of LIME and KernelSHAP (gradient SHAP: a quarter).
         noise_samples: Noiser's Gaussian noise samples per token.
         bisection_steps: Noiser's bisection steps for the noise scale.
         n_faith: examples per dataset whose attributions notebook 04 scores by erasure
@@ -121,7 +120,8 @@ class RunConfig:
         train_datasets: datasets notebook 05 fine-tunes on (their ``train`` splits:
             e-SNLI dev, SST-2 train, HateXplain val), one multi-task adapter.
         train_per_dataset: training examples per dataset notebook 05 uses (the first of
-            the ``n_train`` notebook 01 wrote).
+            the ``n_train`` notebook 01 wrote); ``train_sizes`` lists exceptions as
+            ``name:n`` (``sst2:800``: SST-2's short prompts make its examples cheap).
         train_lr, train_epochs, train_batch_size, lora_r, lora_alpha, lora_dropout,
             train_warmup_steps: LoRA fine-tuning hyper-parameters (the paper profile's are
             Fayyaz et al.'s Table A.2; the default's learning rate comes from
@@ -177,6 +177,7 @@ class RunConfig:
     k_values: tuple[int, ...] = (1, 2, 3, 5, 8)
     train_datasets: tuple[str, ...] = ("esnli", "sst2", "hatexplain")
     train_per_dataset: int = 300
+    train_sizes: tuple[str, ...] = ()
     train_lr: float = 2e-4
     train_epochs: int = 1
     train_batch_size: int = 8
@@ -220,8 +221,9 @@ class RunConfig:
         skip |= set() if attribution or training or guide else set(ATTRIBUTION_FIELDS)
         payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         payload["model"] = self.model_name
-        if self.adapter is None:  # hashes of runs without an adapter stay what they were
-            del payload["adapter"]
+        for optional in ("adapter", "train_sizes"):  # hashes without them stay what they were
+            if optional in payload and not payload[optional]:
+                del payload[optional]
         blob = json.dumps(payload, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -271,8 +273,8 @@ ATTRIBUTION_FIELDS = tuple(
 #: Fields only notebook 05 reads: its tables are keyed by ``RunConfig.hash(training=True)``, so
 #: tuning the training never invalidates the stored tables of 02-04.
 TRAINING_FIELDS = tuple(
-    "train_datasets train_per_dataset train_lr train_epochs train_batch_size lora_r "
-    "lora_alpha lora_dropout train_warmup_steps train_checkpoints n_train_eval "
+    "train_datasets train_per_dataset train_sizes train_lr train_epochs train_batch_size "
+    "lora_r lora_alpha lora_dropout train_warmup_steps train_checkpoints n_train_eval "
     "regulariser reg_lambdas reg_seeds reg_source n_reg_train reg_steps n_reg_eval".split()
 )
 
@@ -319,16 +321,12 @@ PROFILES: dict[str, RunConfig] = {
         guide_k=2,
         guide_beams=2,
     ),
-    # IG with 128 steps (median relative completeness error 1.2% on 12 default examples
-    # with the whole-label target, 134% at 16 steps: bench/ig_steps.csv), LIME/KernelSHAP
-    # with 32 samples on 6 examples per dataset; Noiser (4 samples × 6 bisection steps) on
-    # 12, affordable since it bisects only the tokens that lose the prediction at the top σ
-    # (bisecting every token took ≈ 70 s per example on 2 cores: 20 min for 6 per dataset).
-    # Notebook 05 within 35 minutes (measured: plain LoRA steps ~1.4 examples/s with fused
-    # attention, RRR steps ~0.7/s, a checkpoint's metrics ~1 s per example, a regularised
-    # run's occlusion-based metrics ~6 s per example): 3 × 200 training examples, 30
-    # evaluation examples per dataset at 4 points, 6 regularised runs of 6 steps scored on
-    # 10 examples of each dataset they trained on.
+    # IG 128 steps (median completeness error 1.2% on 12 examples, 134% at 16 steps:
+    # bench/ig_steps.csv); LIME/KernelSHAP 32 samples on 6 per dataset; Noiser 4 samples ×
+    # 6 bisections on 12 (it bisects only the tokens that lose the prediction at the top σ).
+    # Notebook 05 within 35 min (README, fine-tuning): 800 SST-2 + 100 e-SNLI/HateXplain
+    # examples at 5e-4 (bench/probe_sst2_800_mixed.csv: SST-2 0.87 held out, 7.6 min), 30
+    # evaluation examples per dataset at 4 points, 6 regularised runs of 6 steps on 10 each.
     "default": RunConfig(
         profile="default",
         ig_steps=128,
@@ -336,7 +334,9 @@ PROFILES: dict[str, RunConfig] = {
         n_attr_noiser=12,
         noise_samples=4,
         bisection_steps=6,
-        train_per_dataset=200,
+        train_per_dataset=100,
+        train_sizes=("sst2:800",),
+        train_lr=5e-4,
         train_checkpoints=3,
         n_train_eval=30,
         n_reg_train=48,

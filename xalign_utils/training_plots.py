@@ -96,7 +96,9 @@ def competence_curves(
     fig, axes = plt.subplots(
         1, len(datasets), figsize=(COLUMN_WIDTH_IN, 2.5), sharey=True, squeeze=False
     )
-    markers = dict(zip(dict.fromkeys(probes["source"]), "s^D", strict=False))
+    sources = list(dict.fromkeys(probes["source"]))  # one marker and colour per probe
+    markers = dict(zip(sources, "s^Dv<>", strict=False))
+    colours = {source: f"C{i + 1}" for i, source in enumerate(sources)}
     for ax, dataset in zip(axes[0], datasets, strict=True):
         part = summary[summary["dataset"] == dataset].sort_values("examples_per_dataset")
         x = part["examples_per_dataset"]
@@ -108,11 +110,12 @@ def competence_curves(
             err = [rows["accuracy"] - rows["ci_low"], rows["ci_high"] - rows["accuracy"]]
             x = rows["examples_per_dataset"] + 12 * k  # probes of one size side by side
             ax.errorbar(x, rows["accuracy"], yerr=err, ls="none", marker=markers[source], ms=4,
-                        capsize=2, color=f"C{k + 1}", label=source)  # fmt: skip
-            above = k % 2 == 0  # alternate above / below so labels of one size never overlap
+                        capsize=2, color=colours[source], label=source)  # fmt: skip
+            above = k % 2 == 0  # alternate above / below, then stack, so labels never overlap
+            dy = 3 + 7 * (k // 2)
             ax.annotate(f"{rows['minutes'].max():.0f} min",
                         (x.iloc[-1], rows["ci_high" if above else "ci_low"].iloc[-1]),
-                        xytext=(0, 3 if above else -3), textcoords="offset points", ha="center",
+                        xytext=(0, dy if above else -dy), textcoords="offset points", ha="center",
                         va="bottom" if above else "top", fontsize=6)  # fmt: skip
         if dataset in targets:
             ax.axhline(targets[dataset], color="0.3", ls="--", lw=0.8, label="target")

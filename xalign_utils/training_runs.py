@@ -56,8 +56,25 @@ CORRELATION_COLUMNS = (
 PAPER_METHODS = {"align_ixg": "Input×Grad", "align_prompted": "Prompting"}
 
 
+def train_sizes(cfg: RunConfig, datasets: Sequence[str] | None = None) -> dict[str, int]:
+    """Training examples notebook 05 takes from each of ``datasets`` (default: the
+    ``train_datasets``): its ``TRAIN_SIZES`` entry (``sst2:800``), else ``TRAIN_PER_DATASET``.
+
+    Raises:
+        ValueError: an entry of ``TRAIN_SIZES`` is not ``name:count``.
+    """
+    exceptions = {}
+    for entry in cfg.train_sizes:
+        name, _, count = entry.partition(":")
+        if not count.strip().isdigit():
+            raise ValueError(f"TRAIN_SIZES entry {entry!r} is not name:count (e.g. sst2:800)")
+        exceptions[name.strip()] = int(count)
+    names = cfg.train_datasets if datasets is None else datasets
+    return {name: exceptions.get(name, cfg.train_per_dataset) for name in names}
+
+
 def splits(cfg: RunConfig) -> tuple[list[Example], dict[str, list[Example]]]:
-    """Training examples (the first ``train_per_dataset`` of each training split of
+    """Training examples (the first :func:`train_sizes` of each training split of
     ``cfg.train_datasets``) and evaluation examples per dataset (the first
     ``n_train_eval`` of 02-04's evaluation split), checked for leakage against every
     evaluation example of every dataset 02-04 evaluate.
@@ -66,15 +83,15 @@ def splits(cfg: RunConfig) -> tuple[list[Example], dict[str, list[Example]]]:
         ValueError: an evaluation example (id or identical text) is in training.
     """
     train, evaluation, every_eval = [], {}, []
-    for name in cfg.train_datasets:
+    for name, size in train_sizes(cfg).items():
         split = load_processed(cfg.processed_dir, name, "train")
-        if len(split) < cfg.train_per_dataset:
+        if len(split) < size:
             raise ValueError(
                 f"{name}: notebook 01 wrote {len(split)} training examples "
-                f"({cfg.processed_dir / f'{name}_train.jsonl'}), fewer than "
-                f"TRAIN_PER_DATASET={cfg.train_per_dataset}; re-run `make 01 N_TRAIN=...`"
+                f"({cfg.processed_dir / f'{name}_train.jsonl'}), fewer than the {size} "
+                "TRAIN_PER_DATASET/TRAIN_SIZES ask for; re-run `make 01 N_TRAIN=...`"
             )
-        train += split[: cfg.train_per_dataset]
+        train += split[:size]
     for name in dict.fromkeys([*cfg.train_datasets, *cfg.datasets]):
         full = load_processed(cfg.processed_dir, name, "eval")
         every_eval += full  # 02-04 run the published adapter on all of them
