@@ -10,6 +10,7 @@ import torch
 from xalign_utils import attribution as A
 from xalign_utils import data
 from xalign_utils import forward as FW
+from xalign_utils.attribution import perturbation
 from xalign_utils.attribution.attention import attentions
 
 pytestmark = pytest.mark.slow
@@ -71,20 +72,31 @@ def test_attention_flow_on_a_hand_made_graph():
     np.testing.assert_allclose(flows, [0.25, 0.75], atol=1e-5)
 
 
-def test_occlusion_equals_the_measured_drop(model_and_tokenizer, examples):
+def test_occlusion_equals_the_measured_drop(model_and_tokenizer, examples, monkeypatch):
+    """Occlusion runs each call from its first ablated word on (the clean prompt's keys and
+    values serve the rest): every word's score equals the drop a full pass measures, in a
+    padded batch of two lengths, several calls per example."""
     model, tok = model_and_tokenizer
-    df = A.attribute(model, tok, examples[:1], "occlusion")
-    batch = FW.prepare(model, tok, examples[:1])
+    mixed = examples[:1] + data.make_synthetic(1, seed=9, length=20)
+    cuts = []
+    real = perturbation.with_prefix
+    monkeypatch.setattr(
+        perturbation, "with_prefix", lambda b, kv, n: cuts.append(n) or real(b, kv, n)
+    )
+    df = A.attribute(model, tok, mixed, "occlusion", batch_size=2, perturbations_per_eval=4)
+    batch = FW.prepare(model, tok, mixed)
+    assert len(set(cuts)) > 2 and min(cuts) > batch.prefix_len  # later calls skip words
     full, inp = FW.input_embeddings(model, batch)
     forward = FW.make_forward(model, batch)
     args = FW.forward_args(batch, full)
     with torch.no_grad():
         clean = forward(inp, *args)
-        for w in range(3):
-            masked = inp.clone()
-            masked[0, batch.tok_word[0] == w] = 0.0
-            drop = (clean - forward(masked, *args)).item()
-            assert df["signed"][0][w] == pytest.approx(drop, abs=1e-4)
+        for b, ex in enumerate(mixed):
+            for w in range(len(ex.flat_words())):
+                masked = inp.clone()
+                masked[b, batch.tok_word[b] == w] = 0.0
+                drop = (clean - forward(masked, *args))[b].item()
+                assert df["signed"][b][w] == pytest.approx(drop, abs=1e-4)
 
 
 def test_batching_does_not_change_scores(model_and_tokenizer, examples):

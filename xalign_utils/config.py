@@ -81,8 +81,7 @@ class RunConfig:
         n_train: training examples per dataset (notebook 05).
         seed: seed for sampling, random baselines and training.
         batch_size: examples per forward pass (scoring, attribution).
-        gen_batch_size: prompts per generation batch (decoding is memory-bound on a CPU,
-            so larger batches are nearly free per step).
+        gen_batch_size: prompts per generation batch (nearly free per step on a CPU).
         max_new_tokens: generation budget for word lists (free text gets twice this).
         topk_fixed: k for Top-Var prompts on datasets without human rationales.
         ig_steps: integrated-gradients steps.
@@ -94,23 +93,21 @@ class RunConfig:
         n_attr: examples per dataset attributed by the one-pass methods (attention
             family, saliency, input×gradient, random) in notebook 03.
         n_attr_costly: examples per dataset for the many-pass methods (IG, gradient
-            SHAP, occlusion, LIME, KernelSHAP): the first ``n_attr_costly`` of the
-            ``n_attr``, so they and the one-pass methods share their examples.
+            SHAP, occlusion, LIME, KernelSHAP): the first of the ``n_attr`` (shared).
         n_attr_noiser: examples per dataset for Noiser (the first of the ``n_attr``).
         next_token_datasets, n_next_token: the Noiser paper's setting in notebooks 03/04
             (plain prompts, greedy next token, every method): datasets and how many
             prompts of each (same order); they name their stored tables.
+        next_token_ig_steps: IG steps there (in the table name): from an all-zero prompt IG
+            does not converge at any step count a CPU affords (03_next_token_health).
         n_samples: perturbation samples of LIME and KernelSHAP (gradient SHAP: a quarter).
         noise_samples: Noiser's Gaussian noise samples per token.
         bisection_steps: Noiser's bisection steps for the noise scale.
         n_faith: examples per dataset whose attributions notebook 04 scores by erasure
             (each costs about ten re-scored prompts per method).
-        rationale_labels: which labels word lists are elicited for in notebook 02
-            (``gold``, ``pred`` or both, comma-separated); it names its stored table.
-            Both by default: lists about the gold label are compared with human
-            rationales (which explain the gold label), lists about the predicted label
-            with the attributions (which explain the prediction); a prompt that is the
-            same for both (prediction = gold) is generated once.
+        rationale_labels: labels notebook 02 elicits word lists for (``gold``, ``pred`` or
+            both; names its table): gold-label lists meet human rationales, predicted-label
+            lists meet attributions; a prompt the same for both is generated once.
         methods: attribution methods of notebook 03 (empty: every registered method).
         target: the label attributions explain (``pred``, ``gold`` or ``contrast``).
         num_processes: processes the attribution runner shards over (numbers unchanged).
@@ -128,8 +125,7 @@ class RunConfig:
             ``bench/lr_sweep.py``).
         train_checkpoints: evaluation points per run besides the untrained model (the
             paper: one per epoch), for the accuracy ↔ alignment/faithfulness correlations.
-        n_train_eval: evaluation examples per dataset scored at every checkpoint (the
-            first of the ``n_eval``).
+        n_train_eval: evaluation examples per dataset at every checkpoint (first of n_eval).
         regulariser, reg_lambdas, reg_seeds, reg_source, n_reg_train, reg_steps: the
             explanation-regularised runs of notebook 05 (``rrr`` or ``align``; λ values,
             0 included; seeds; rationale source ``human``; training examples and steps).
@@ -163,6 +159,7 @@ class RunConfig:
     n_attr_noiser: int = 2
     next_token_datasets: tuple[str, ...] = ("knowns", "longra")
     n_next_token: tuple[int, ...] = (50, 6)
+    next_token_ig_steps: int = 32
     n_samples: int = 64
     noise_samples: int = 10
     bisection_steps: int = 10
@@ -286,7 +283,8 @@ GUIDE_FIELDS = ("n_guide", "guide_alphas", "guide_k", "guide_beams")
 #: sharded runner is tested equal to one process; ``n_heatmap``: figures only; ``core_only``
 #: skips tables) or name their own stored table (``rationale_labels``, next-token's).
 UNHASHED_FIELDS = tuple(
-    "rationale_labels num_processes n_heatmap next_token_datasets n_next_token core_only".split()
+    "rationale_labels num_processes n_heatmap next_token_datasets n_next_token "
+    "next_token_ig_steps core_only".split()
 )
 
 PROFILES: dict[str, RunConfig] = {
@@ -302,6 +300,7 @@ PROFILES: dict[str, RunConfig] = {
         n_attr_costly=1,  # make test's budget: every many-pass method on one example each
         n_attr_noiser=1,
         n_next_token=(2, 1),
+        next_token_ig_steps=4,
         n_samples=8,
         noise_samples=2,
         bisection_steps=2,
@@ -356,6 +355,7 @@ PROFILES: dict[str, RunConfig] = {
         n_attr_costly=300,
         n_attr_noiser=300,
         n_next_token=(300, 300),
+        next_token_ig_steps=50,
         n_samples=256,
         n_faith=300,
         # Fayyaz et al. Table A.2 (their e-SNLI/FEVER learning rate), one checkpoint per epoch

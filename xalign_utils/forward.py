@@ -259,20 +259,22 @@ def _prompt_pass(model, emb, mask, positions, batch: Batch, use_cache: bool):
 
 
 def prompt_cache(model, emb: torch.Tensor, batch: Batch) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Keys and values ``[(k, v)]`` (one pair per layer, ``[1, heads, T, d]``) of every
-    position of one example's full-layout embeddings ``emb [1, T, D]``, the shared prefix
-    included; :func:`with_prefix` serves a leading part of them to later passes."""
+    """Keys and values ``[(k, v)]`` (one pair per layer, ``[n, heads, T, d]``) of every
+    position of the first ``n`` examples' full-layout embeddings ``emb [n, T, D]``, the
+    shared prefix included; :func:`with_prefix` serves a leading part of them to later
+    passes."""
+    n = emb.shape[0]
     return [
         (layer.keys, layer.values)
         for layer in _prompt_pass(
-            model, emb, batch.mask[:1], batch.positions[:1], batch, use_cache=True
+            model, emb, batch.mask[:n], batch.positions[:n], batch, use_cache=True
         )[1].layers
     ]
 
 
 def with_prefix(batch: Batch, kv: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> Batch:
-    """``batch`` (one example) whose shared prefix is its first ``length`` positions, served
-    from ``kv`` (:func:`prompt_cache` of its clean embeddings).
+    """``batch`` whose shared prefix is its first ``length`` positions, served from ``kv``
+    (:func:`prompt_cache` of its clean embeddings: batch 1, or one row per forward row).
 
     Valid for embeddings equal to the clean ones before ``length``: rows that perturb
     positions ``≥ length`` only (Noiser's, occlusion's) then run only from ``length`` on.

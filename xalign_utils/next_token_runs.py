@@ -48,9 +48,14 @@ def applies(cfg: RunConfig) -> bool:
 
 
 def table_name(cfg: RunConfig) -> str:
-    """``next_token_knowns50_longra6``: the stored tables' name (datasets and sizes)."""
+    """``next_token_knowns50_longra6_ig32``: the stored tables' name (datasets, sizes and
+    integrated-gradients steps)."""
     sizes = _sizes(cfg)
-    return "next_token_" + "_".join(f"{d}{n}" for d, n in sizes.items())
+    return (
+        "next_token_"
+        + "_".join(f"{d}{n}" for d, n in sizes.items())
+        + f"_ig{cfg.next_token_ig_steps}"
+    )
 
 
 def _sizes(cfg: RunConfig) -> dict[str, int]:
@@ -87,7 +92,13 @@ def attribute(cfg: RunConfig, work_dir: Path, progress: bool = False) -> pd.Data
     """Every method (``cfg.methods``; empty: all) on every prompt, stored and reused."""
     exs = prompts(cfg)
     most = max(len(v) for v in exs.values())
-    every = replace(cfg, n_attr=most, n_attr_costly=most, n_attr_noiser=most)
+    every = replace(
+        cfg,
+        n_attr=most,
+        n_attr_costly=most,
+        n_attr_noiser=most,
+        ig_steps=cfg.next_token_ig_steps,
+    )
     return cached(
         cfg,
         ATTRIBUTION_STAGE,

@@ -6,30 +6,66 @@ import captum.attr as ca
 import numpy as np
 import torch
 
-from ..forward import Batch, forward_args, input_embeddings, make_forward
+from ..forward import Batch, forward_args, input_embeddings, make_forward, prompt_cache, with_prefix
 from .aggregate import word_feature_mask
 from .gradient import seeded
 
 
-def perturbation_method(cls_name: str):
-    """A word-level Captum perturbation method (``FeatureAblation``, ``Lime``, ``KernelShap``)."""
+def clean_prefix_forward(model, batch: Batch, full: torch.Tensor, inp: torch.Tensor):
+    """:func:`~xalign_utils.forward.make_forward`'s function for occlusion, run in each call
+    only from the first position any of its rows perturbs.
+
+    Under a causal mask the keys and values before that position equal the clean
+    prompt's, so they are served from one clean pass over the batch (exact up to
+    floating-point summation order). Occlusion ablates words in order, so a call of
+    ``perturbations_per_eval`` words skips the words before its first one. Rows map to
+    examples as Captum repeats the batch (row ``r`` is example ``r mod B``); a call whose
+    rows do not match that layout runs in full.
+    """
+    with torch.no_grad():
+        kv = prompt_cache(model, full, batch)
+    n_clean, width = full.shape[:2]
+
+    def forward(rows_inp, rows_full, mask, positions, in_pos, in_valid, *rest):
+        n = rows_inp.shape[0]
+        rows = torch.arange(n, device=rows_inp.device) % n_clean
+        cut = batch.prefix_len
+        if n % n_clean == 0 and torch.equal(rows_full, full[rows]):
+            changed = (rows_inp != inp[rows]).any(-1) & in_valid
+            first = in_pos.masked_fill(~changed, width - 1).min()
+            cut = min(int(first), width - 1)
+        one_pass = batch
+        if cut > batch.prefix_len:
+            one_pass = with_prefix(batch, [(k[rows], v[rows]) for k, v in kv], cut)
+        args = (rows_full, mask, positions, in_pos, in_valid, *rest)
+        return make_forward(model, one_pass)(rows_inp, *args)
+
+    return forward
+
+
+def perturbation_method(cls_name: str, per_eval: int = 16):
+    """A word-level Captum perturbation method (``FeatureAblation``, ``Lime``, ``KernelShap``)
+    evaluating ``per_eval`` perturbations of each example per forward pass by default."""
 
     def method(
         model,
         batch: Batch,
         n_samples: int = 64,
         seed: int = 0,
-        perturbations_per_eval: int = 16,
+        perturbations_per_eval: int | None = None,
         **_,
     ) -> tuple[list, dict]:
         full, inp = input_embeddings(model, batch)
         full, inp = full.detach(), inp.detach()
-        forward = make_forward(model, batch)
+        if cls_name == "FeatureAblation":
+            forward = clean_prefix_forward(model, batch, full, inp)
+        else:  # LIME/KernelSHAP perturb words at random: most calls change an early word
+            forward = make_forward(model, batch)
         fm = word_feature_mask(batch, inp.shape[-1])
         kwargs = {
             "feature_mask": fm,
             "additional_forward_args": forward_args(batch, full),
-            "perturbations_per_eval": perturbations_per_eval,
+            "perturbations_per_eval": perturbations_per_eval or per_eval,
         }
         if cls_name != "FeatureAblation":
             kwargs["n_samples"] = n_samples
@@ -68,6 +104,7 @@ def perturbation_method(cls_name: str):
     return method
 
 
-occlusion = perturbation_method("FeatureAblation")
+# occlusion: 8 words a call, so each call starts later (16: 17% faster than no reuse, 8: 24%)
+occlusion = perturbation_method("FeatureAblation", per_eval=8)
 lime = perturbation_method("Lime")
 kernel_shap = perturbation_method("KernelShap")
