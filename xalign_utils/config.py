@@ -98,8 +98,8 @@ class RunConfig:
         next_token_datasets, n_next_token: the Noiser paper's setting in notebooks 03/04
             (plain prompts, greedy next token, every method): datasets and how many
             prompts of each (same order); they name their stored tables.
-        next_token_ig_steps: IG steps there (in the table name): from an all-zero prompt IG
-            does not converge at any step count a CPU affords (03_next_token_health).
+        next_token_ig_steps: IG steps there (in the table name). From an all-zero prompt
+            IG converges at no step count a CPU affords (README, next-token IG): 32.
         n_samples: perturbation samples of LIME and KernelSHAP (gradient SHAP: a quarter).
         noise_samples: Noiser's Gaussian noise samples per token.
         bisection_steps: Noiser's bisection steps for the noise scale.
