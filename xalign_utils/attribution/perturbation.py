@@ -36,7 +36,10 @@ def clean_prefix_forward(model, batch: Batch, full: torch.Tensor, inp: torch.Ten
             cut = min(int(first), width - 1)
         one_pass = batch
         if cut > batch.prefix_len:
-            one_pass = with_prefix(batch, [(k[rows], v[rows]) for k, v in kv], cut)
+            # gather only the positions the call reuses, not the whole clean cache
+            one_pass = with_prefix(
+                batch, [(k[rows, :, :cut], v[rows, :, :cut]) for k, v in kv], cut
+            )
         args = (rows_full, mask, positions, in_pos, in_valid, *rest)
         return make_forward(model, one_pass)(rows_inp, *args)
 
