@@ -428,3 +428,35 @@ def test_every_public_name_resolves_lazily():
         "    raise AssertionError('no AttributeError')\n"
     )
     assert done.returncode == 0, done.stderr
+
+
+# --------------------------------------------------------------------------- (f) caching
+
+
+def _cached_calls(source: str) -> list[tuple[int, bool]]:
+    """``(line, passes code=)`` of every ``cached(...)`` call in ``source``."""
+    tree = ast.parse(source)
+    return [
+        (node.lineno, any(k.arg == "code" for k in node.keywords))
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == "cached"
+    ]
+
+
+def test_every_stored_table_names_the_code_that_computes_it():
+    """``cached`` without ``code=`` keys a table by the whole package's source, so editing a
+    report or a plot would recompute hours of attributions: every call names its code."""
+    missing = []
+    for name, path in modules().items():
+        if name != f"{PACKAGE}.store":
+            missing += [f"{name}:{line}" for line, ok in _cached_calls(path.read_text()) if not ok]
+    for nb in NOTEBOOKS:
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        for i, cell in enumerate(cells):
+            if cell["cell_type"] == "code":
+                source = "".join(
+                    line for line in cell["source"] if not line.lstrip().startswith(("%", "!"))
+                )
+                missing += [f"{nb.name} cell {i}" for _, ok in _cached_calls(source) if not ok]
+    assert not missing, f"cached(...) without code=: {missing}"

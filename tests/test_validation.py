@@ -240,8 +240,12 @@ def test_tests_in_words_state_direction_and_nulls():
             },
         ]
     )
+    tests["mean_diff"] = tests["median_diff"]
+    # most pairs tied: a rejected test with median 0 takes its side from the mean
+    tied = dict(tests.iloc[0]) | {"method": "tied", "median_diff": 0.0, "mean_diff": 0.17}
+    tests = pd.concat([tests.iloc[:1], pd.DataFrame([tied]), tests.iloc[1:]], ignore_index=True)
     a, b = reports.tests_in_words(tests, ["g", "metric"])
-    assert a == "a, m: above random: up; below random: down (n = 38–40 pairs)."
+    assert a == "a, m: above random: up, tied; below random: down (n = 38–40 pairs)."
     assert b == (
         "Nothing differs from random after Holm correction in the other 1 group(s) "
         "of g × metric (n = 6–6 pairs)."

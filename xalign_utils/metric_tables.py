@@ -100,10 +100,14 @@ def persist(cfg: RunConfig, name: str, table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def reuse(cfg: RunConfig, name: str, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
-    """The stage's stored table ``name`` when its config hash matches, else ``compute()``
-    stored: costly tables are computed once per configuration."""
-    return cached(cfg, STAGE, name, compute, attribution=True)
+def reuse(
+    cfg: RunConfig, name: str, compute: Callable[[], pd.DataFrame], code: str
+) -> pd.DataFrame:
+    """The stage's stored table ``name`` when its config hash and the code hash of module
+    ``code`` (the caller's, with what it imports) match, else ``compute()`` stored: costly
+    tables are computed once per configuration, and an edit to a module they do not use
+    (a report, a plot) does not recompute them."""
+    return cached(cfg, STAGE, name, compute, attribution=True, code=code)
 
 
 def plausibility_table(
@@ -199,6 +203,7 @@ def run_faithfulness(cfg: RunConfig, inputs: StageInputs, model, tokenizer) -> p
             batch_size=cfg.batch_size,
             seed=cfg.seed,
         ),
+        code=__name__,
     )
 
 
@@ -242,6 +247,7 @@ def run_topvar_flips(cfg: RunConfig, inputs: StageInputs, model, tokenizer) -> p
             mask_text=cfg.mask_text,
             batch_size=cfg.batch_size,
         ),
+        code=__name__,
     )
 
 
@@ -359,6 +365,7 @@ def run_ccshap(cfg: RunConfig, inputs: StageInputs, model, tokenizer) -> pd.Data
             inputs.by_id,
             inputs.faith_ids,
         ),
+        code=__name__,
     )
 
 

@@ -107,6 +107,7 @@ def attribute(cfg: RunConfig, work_dir: Path, progress: bool = False) -> pd.Data
             every, exs, work_dir, methods=cfg.methods, target="pred", progress=progress
         ),
         attribution=True,
+        code=__name__,
     )
 
 
@@ -130,7 +131,7 @@ def faithfulness(cfg: RunConfig, model, tokenizer, attributions: pd.DataFrame) -
         return table
 
     name = f"{table_name(cfg)}_faithfulness_{cfg.strategy}"
-    return cached(cfg, METRICS_STAGE, name, compute, attribution=True)
+    return cached(cfg, METRICS_STAGE, name, compute, attribution=True, code=__name__)
 
 
 def score(cfg: RunConfig, model, tokenizer) -> tuple[pd.DataFrame, pd.DataFrame]:

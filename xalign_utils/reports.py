@@ -129,8 +129,9 @@ def interpretation(health_table: pd.DataFrame, agreement: pd.DataFrame) -> list[
         out.append(
             "Integrated gradients' completeness error |Σ attributions − (f(x) − f(0))| "
             f"averages {err['ig_delta_abs'].mean():.3f} log-probability units at the step "
-            f"count used, a median {100 * err['ig_relative_error'].median():.0f}% of "
-            "|f(x) − f(0)|; where that is large, raise IG_STEPS before trusting IG."
+            f"count used; its median per dataset is {100 * err['ig_relative_error'].min():.1f}–"
+            f"{100 * err['ig_relative_error'].max():.1f}% of |f(x) − f(0)|; where that is "
+            "large, raise IG_STEPS before trusting IG."
         )
     flagged = health_table[["context_overflow", "nonfinite_rows"]].sum()
     out.append(
@@ -153,12 +154,22 @@ def interpretation(health_table: pd.DataFrame, agreement: pd.DataFrame) -> list[
     return out
 
 
+def direction(tests: pd.DataFrame) -> pd.Series:
+    """The side each paired test's evidence lies on: the median difference, or the mean
+    where the median is 0 (most pairs tied: the signed-rank test then rests on the
+    untied pairs, which the mean reflects and the median does not)."""
+    median = tests["median_diff"].astype(float)
+    if "mean_diff" not in tests:
+        return median
+    return median.where(median != 0, tests["mean_diff"].astype(float))
+
+
 def tests_in_words(
     tests: pd.DataFrame, by: Sequence[str], condition: str = "method", reference: str = "random"
 ) -> list[str]:
     """Sentences from :func:`paired_tests` output: one per group where some condition
-    differs from the reference after Holm correction (with its direction), and one for
-    all the groups where nothing does.
+    differs from the reference after Holm correction (with its :func:`direction`), and one
+    for all the groups where nothing does.
 
     For metrics where smaller is better (sufficiency) "below" is the favourable side;
     the sentence states the direction, the reader the meaning. Exploratory rows (``role``)
@@ -181,8 +192,8 @@ def tests_in_words(
     for key, grp in tests.groupby(list(by), sort=False):
         key = key if isinstance(key, tuple) else (key,)
         hit = grp[grp["reject"].astype(bool)]
-        up = hit[hit["median_diff"] > 0][condition].tolist()
-        down = hit[hit["median_diff"] < 0][condition].tolist()
+        sign = np.sign(direction(hit))
+        up, down = hit[sign > 0][condition].tolist(), hit[sign < 0][condition].tolist()
         if not up and not down:
             nulls += 1
             null_n += grp["n"].tolist()

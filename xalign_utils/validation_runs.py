@@ -4,8 +4,7 @@ randomisation (Adebayo et al. 2018), the planted-evidence model, the explanation
 comprehensiveness and whether consistency tracks it, seed stability, sensitivity to k.
 
 As in :mod:`xalign_utils.metric_tables`, ``*_table`` functions compute on what they are
-given and ``run_*`` functions run them for a config and store the per-example tables
-under :data:`~xalign_utils.metric_tables.STAGE` (costly ones reused).
+given, ``run_*`` functions run them for a config and store them (costly ones reused).
 """
 
 from __future__ import annotations
@@ -55,8 +54,7 @@ def run_random_oracle(cfg: RunConfig, inputs: StageInputs) -> tuple[pd.DataFrame
     ``oracle_explanations``.
 
     Returns:
-        ``(random_draws, oracle)``, the inputs of
-        :func:`xalign_utils.validation.random_oracle_checks`.
+        ``(random_draws, oracle)``, for :func:`~xalign_utils.validation.random_oracle_checks`.
     """
     attr, explained = inputs.attributions, inputs.explanations
     draws = validation.random_draw_consistency(
@@ -131,6 +129,7 @@ def run_cascade(cfg: RunConfig, inputs: StageInputs, model, tokenizer) -> pd.Dat
             seed=cfg.seed,
             batch_size=cfg.batch_size,
         ),
+        code=__name__,
     )
 
 
@@ -144,10 +143,9 @@ def planted_table(
     strategy: str = "delete",
     mask_text: str = "_",
 ) -> pd.DataFrame:
-    """Attributions of the planted-evidence model scored against its trigger word.
-
-    The trigger (``meta["trigger_position"]``) is the faithful "explanation" and the
-    human rationale; erasure uses k = 1.
+    """Attributions of the planted-evidence model scored against its trigger word
+    (``meta["trigger_position"]``: the faithful "explanation" and the human rationale;
+    erasure uses k = 1).
 
     Returns:
         One row per example × method: the consistency metrics with the trigger, then
@@ -197,7 +195,7 @@ def run_planted(cfg: RunConfig, inputs: StageInputs, tokenizer) -> pd.DataFrame:
             mask_text=cfg.mask_text,
         )
 
-    return reuse(cfg, "planted", compute)
+    return reuse(cfg, "planted", compute, code=__name__)
 
 
 def explanation_comprehensiveness_table(
@@ -269,6 +267,7 @@ def run_explanation_comprehensiveness(
             mask_text=cfg.mask_text,
             batch_size=cfg.batch_size,
         ),
+        code=__name__,
     )
 
 
@@ -406,6 +405,7 @@ def run_seed_stability(
             seeds=[cfg.seed + e for e in EXTRA_SEEDS],
             batch_size=cfg.batch_size,
         ),
+        code=__name__,
     )
     tables = seed_tables(inputs.attributions, extra, cfg.seed, methods)
     agreement = persist(cfg, "seed_stability", validation.seed_agreement(tables))
