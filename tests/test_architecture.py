@@ -55,7 +55,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "runner planted checks baselines metric_tables validation_runs training_runs regularised_runs "
         "guided_runs guided_measures next_token_runs competence",
         "summary_format",
-        "reports plots summary_results training_plots guided_plots",
+        "reports plots summary_results training_plots guided_plots test_sentences",
         "metric_plots",
         "summary",
         "captions",

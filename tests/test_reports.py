@@ -207,3 +207,31 @@ def test_heatmap_examples_prefer_examples_every_method_ran_on():
     )
     assert R.heatmap_examples(table, ["d", "e"], 2) == {"d": ["1", "3"], "e": ["9"]}
     assert R.heatmap_examples(table, ["d"], 1) == {"d": ["1"]}
+
+
+def test_attribution_interpretation_leaves_null_pairs_out():
+    health = pd.DataFrame(
+        {
+            "dataset": ["esnli", "sst2"],
+            "method": ["integrated_gradients", "integrated_gradients"],
+            "seconds_per_example": [2.0, 3.0],
+            "ig_delta_abs": [0.01, 0.03],
+            "ig_relative_error": [0.004, 0.064],
+            "context_overflow": [0, 0],
+            "nonfinite_rows": [0, 0],
+            "words_without_tokens": [0, 0],
+        }
+    )
+    agreement = pd.DataFrame(
+        [
+            ("position_from_start", "position_from_end", -1.0, 9),  # opposites by design
+            ("saliency", "input_x_gradient", 0.8, 9),
+            ("saliency", "attention", 0.1, 9),
+            ("random", "saliency", 0.0, 9),
+        ],
+        columns=["a", "b", "value", "n"],
+    )
+    text = " ".join(R.interpretation(health, agreement))
+    assert "per dataset is 0.4–6.4% of |f(x) − f(0)|" in text
+    assert "closest pair is saliency–input_x_gradient" in text
+    assert "most distant is saliency–attention (ρ = 0.10)" in text

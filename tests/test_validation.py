@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xalign_utils import consistency, models, reports, validation
+from xalign_utils import consistency, models, test_sentences, validation
 from xalign_utils.stats import ci_table, paired_tests
 
 
@@ -209,51 +209,48 @@ def test_randomising_every_layer_changes_the_model(model_and_tokenizer):
     assert torch.equal(model.model.embed_tokens.weight, emb)  # the original is untouched
 
 
-def test_tests_in_words_state_direction_and_nulls():
+def _test_rows(*rows):
+    cols = ["g", "metric", "method", "n", "median_diff", "mean_diff", "reject", "can_reject"]
+    return pd.DataFrame([dict(zip(cols, r, strict=True)) for r in rows]).assign(
+        min_p=0.01, alpha_m=0.05
+    )
 
-    tests = pd.DataFrame(
-        [
-            {"g": "a", "metric": "m", "method": "up", "n": 40, "median_diff": 0.3, "reject": True},
-            {
-                "g": "a",
-                "metric": "m",
-                "method": "down",
-                "n": 40,
-                "median_diff": -0.2,
-                "reject": True,
-            },
-            {
-                "g": "a",
-                "metric": "m",
-                "method": "flat",
-                "n": 38,
-                "median_diff": 0.1,
-                "reject": False,
-            },
-            {
-                "g": "b",
-                "metric": "m",
-                "method": "flat",
-                "n": 6,
-                "median_diff": 0.1,
-                "reject": False,
-            },
-        ]
+
+def test_tests_in_words_state_direction_and_nulls():
+    tests = _test_rows(
+        ("a", "m", "up", 40, 0.3, 0.2, True, True),
+        ("a", "m", "tied", 40, 0.0, 0.17, True, True),  # most pairs tied: the mean's side
+        ("a", "m", "down", 40, -0.2, -0.1, True, True),
+        ("a", "m", "torn", 39, 0.1, -0.1, True, True),  # median and mean disagree
+        ("a", "m", "flat", 38, 0.1, 0.1, False, True),
+        ("b", "m", "flat", 30, 0.1, 0.1, False, True),
+        ("c", "m", "flat", 3, 0.1, 0.1, False, False),  # too small to reject
+        ("d", "m", "flat", 0, np.nan, np.nan, False, False),  # nothing compared
     )
-    tests["mean_diff"] = tests["median_diff"]
-    # most pairs tied: a rejected test with median 0 takes its side from the mean
-    tied = dict(tests.iloc[0]) | {"method": "tied", "median_diff": 0.0, "mean_diff": 0.17}
-    tests = pd.concat([tests.iloc[:1], pd.DataFrame([tied]), tests.iloc[1:]], ignore_index=True)
-    a, b = reports.tests_in_words(tests, ["g", "metric"])
-    assert a == "a, m: above random: up, tied; below random: down (n = 38–40 pairs)."
+    a, b, c, d = test_sentences.tests_in_words(tests, ["g", "metric"])
+    assert a == (
+        "a, m: above random: up, tied; below random: down; differs from random, side "
+        "unclear (median and mean disagree): torn (n = 38–40 pairs)."
+    )
     assert b == (
-        "Nothing differs from random after Holm correction in the other 1 group(s) "
-        "of g × metric (n = 6–6 pairs)."
+        "Nothing differs from random after Holm correction in 1 of the 4 group(s) "
+        "of g × metric (n = 30–30 pairs)."
     )
-    assert reports.tests_in_words(tests[tests["g"] == "b"], ["g"])[0].startswith("Nothing differs")
-    assert reports.tests_in_words(tests.iloc[0:0], ["g"]) == []
-    report = reports.tests_report({"Q1": (tests, ["g", "metric"]), "Q2": (None, ["g"])})
-    assert report.splitlines() == ["Q1", f"  • {a}", f"  • {b}", "Q2", "  • not run here"]
+    assert c.startswith("In 1 of the 4 group(s) of g × metric no test could reject at its n")
+    assert d == "1 of the 4 group(s) of g × metric had nothing to compare (n = 0)."
+    clustered = test_sentences.tests_in_words(tests[:1].assign(n_rows=80), ["g"])
+    assert clustered == ["a: above random: up (n = 40–40 examples)."]
+    assert test_sentences.tests_in_words(tests[tests["g"].eq("c")], ["g"])[0].startswith(
+        "No test could reject at this n"
+    )
+    assert test_sentences.tests_in_words(tests.iloc[0:0], ["g"]) == []
+    report = test_sentences.tests_report({"Q1": (tests, ["g", "metric"]), "Q2": (None, ["g"])})
+    assert report.splitlines() == [
+        "Q1",
+        *(f"  • {x}" for x in (a, b, c, d)),
+        "Q2",
+        "  • not run here",
+    ]
 
 
 def _attributions(n_ex: int = 6, n: int = 10, methods=("random", "saliency"), seed: int = 0):

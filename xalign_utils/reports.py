@@ -18,6 +18,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from .attribution.registry import METHODS
 from .attribution.status import flagged, usable
 from .data import summarise
 from .prompts import TASKS, render
@@ -139,7 +140,9 @@ def interpretation(health_table: pd.DataFrame, agreement: pd.DataFrame) -> list[
         f"{int(flagged['nonfinite_rows'])} rows had NaN/inf scores; "
         f"{int(health_table['words_without_tokens'].sum())} words had no token of their own."
     )
-    real = agreement[(agreement["a"] != "random") & (agreement["b"] != "random")].dropna(
+    nulls = [name for name, spec in METHODS.items() if spec.family == "null"]
+    # null controls are left out: two of them are built as opposites (ρ = −1)
+    real = agreement[~agreement["a"].isin(nulls) & ~agreement["b"].isin(nulls)].dropna(
         subset=["value"]
     )
     if len(real):
@@ -152,73 +155,6 @@ def interpretation(health_table: pd.DataFrame, agreement: pd.DataFrame) -> list[
             "means no agreement."
         )
     return out
-
-
-def direction(tests: pd.DataFrame) -> pd.Series:
-    """The side each paired test's evidence lies on: the median difference, or the mean
-    where the median is 0 (most pairs tied: the signed-rank test then rests on the
-    untied pairs, which the mean reflects and the median does not)."""
-    median = tests["median_diff"].astype(float)
-    if "mean_diff" not in tests:
-        return median
-    return median.where(median != 0, tests["mean_diff"].astype(float))
-
-
-def tests_in_words(
-    tests: pd.DataFrame, by: Sequence[str], condition: str = "method", reference: str = "random"
-) -> list[str]:
-    """Sentences from :func:`paired_tests` output: one per group where some condition
-    differs from the reference after Holm correction (with its :func:`direction`), and one
-    for all the groups where nothing does.
-
-    For metrics where smaller is better (sufficiency) "below" is the favourable side;
-    the sentence states the direction, the reader the meaning. Exploratory rows (``role``)
-    are left out: they are effect sizes, not tests. Where no test of a group could reach
-    its Holm threshold at its n (``can_reject`` false), the sentence says so instead of
-    reporting "no difference".
-    """
-    out: list[str] = []
-    if "role" in tests:
-        tests = tests[tests["role"] != "exploratory"]
-    if tests.empty:
-        return out
-    if "can_reject" in tests and not tests["can_reject"].any():
-        return [
-            f"No test could reject at this n (smallest attainable p {tests['min_p'].min():.2g} "
-            f"> α/m = {tests['alpha_m'].min():.2g}): the profile is too small to answer; "
-            "this is not evidence of no difference."
-        ]
-    nulls, null_n = 0, []
-    for key, grp in tests.groupby(list(by), sort=False):
-        key = key if isinstance(key, tuple) else (key,)
-        hit = grp[grp["reject"].astype(bool)]
-        sign = np.sign(direction(hit))
-        up, down = hit[sign > 0][condition].tolist(), hit[sign < 0][condition].tolist()
-        if not up and not down:
-            nulls += 1
-            null_n += grp["n"].tolist()
-            continue
-        parts = [f"above {reference}: {', '.join(map(str, up))}"] if up else []
-        parts += [f"below {reference}: {', '.join(map(str, down))}"] if down else []
-        n = f"n = {int(grp['n'].min())}–{int(grp['n'].max())} pairs"
-        out.append(f"{', '.join(map(str, key))}: {'; '.join(parts)} ({n}).")
-    if nulls:
-        others = "the other " if out else "all "
-        out.append(
-            f"Nothing differs from {reference} after Holm correction in {others}{nulls} "
-            f"group(s) of {' × '.join(by)} (n = {min(null_n)}–{max(null_n)} pairs)."
-        )
-    return out
-
-
-def tests_report(sections: Mapping[str, tuple[pd.DataFrame | None, Sequence[str]]]) -> str:
-    """Each question's title and its :func:`tests_in_words` sentences (``(tests, by)`` per
-    title); a question whose table is ``None`` was not run (e.g. ``CORE_ONLY``) and says so."""
-    lines = []
-    for title, (tests, by) in sections.items():
-        words = ["not run here"] if tests is None else tests_in_words(tests, by)
-        lines += [title, *(f"  • {sentence}" for sentence in words)]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- notebook 01
