@@ -77,7 +77,7 @@ def _tables(tmp_path: Path) -> Path:
             "truncated_words": [0, 0],
             "seconds_per_example": [20.0, 24.0],
             "ig_delta_abs": [0.1, 0.1],
-            "ig_relative_error": [0.01, 0.03],
+            "ig_relative_error": [0.01, 0.06],
             "noiser_sigma": [None, None],
         }
     ).to_csv(d / "03_attribution_health.csv", index=False)
@@ -224,7 +224,8 @@ def test_block_carries_values_cis_n_and_tables(tmp_path):
     assert "1 of 2 can reject" in text
     assert "+0.07 [0.01, 0.13] (word_rarity)" in text
     assert "0.25 [0.10, 0.40] n=20" in text
-    assert "| integrated_gradients | 8 | 8 | 1 | 21 | 2.0% |" in text  # n-weighted cost
+    assert "| integrated_gradients | 8 | 8 | 1 | 0 | 21 | 1.0–6.0% |" in text  # n-weighted cost
+    assert "above the 5% limit on sst2 (6.0%)" in text
     assert (
         "| e-SNLI | 30 | 0.30 [0.20, 0.40] | 0.60 [0.50, 0.70] | 0.40 | 0.55 | 50% | yes |" in text
     )

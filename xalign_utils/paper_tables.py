@@ -145,12 +145,24 @@ def _compare(a: pd.Series | None, b: pd.Series | None) -> str:
     return "undetermined (CIs overlap)"
 
 
+def _reproduces(here: str, paper: Sequence[bool]) -> str:
+    """``yes`` when our CIs point the way most of the paper's models do, ``no`` when they
+    point the other way, else why neither can be said (overlapping CIs, not measured, or
+    the paper's models split evenly)."""
+    if here not in ("yes", "no"):
+        return here.split(" (")[0]
+    if 2 * sum(paper) == len(paper):
+        return "undetermined (the paper's models split)"
+    return "yes" if (here == "yes") == (2 * sum(paper) > len(paper)) else "no"
+
+
 def fayyaz_directions(
     tables_dir: Path, main: pd.DataFrame, side: pd.DataFrame, models: Sequence[str] = OPEN_MODELS
 ) -> pd.DataFrame:
     """Each :data:`FINDINGS` row: in how many of their ``models`` it holds, whether it
     holds here (:func:`_compare` of our two 95% CIs, separate samples, so conservative)
-    and whether the direction reproduces (``yes`` here and in most of their models).
+    and whether the direction reproduces (:func:`_reproduces`: ``yes``, ``no``,
+    ``undetermined``, ``not measured``).
     Findings about fine-tuning compare notebook 05's last checkpoint with its untrained
     one, on the same examples."""
     ours = _ours_esnli(Path(tables_dir), main)
@@ -172,7 +184,7 @@ def fayyaz_directions(
                 "table": table,
                 "paper": f"{sum(paper)} of {len(paper)} models",
                 "here": here,
-                "reproduces": here == "yes" and sum(paper) > len(paper) / 2,
+                "reproduces": _reproduces(here, paper),
             }
         )
     return pd.DataFrame(rows)

@@ -23,9 +23,11 @@ from .summary_format import (  # noqa: F401 (re-exported: analysis, tests)
     _pivot_cells,
     _test_cell,
     fmt_ci,
+    n_tested,
     read_table,
 )
 from .summary_results import (
+    IG_ERROR_LIMIT,
     fayyaz_directions,
     guided_decoding,
     main_results,
@@ -99,10 +101,15 @@ def scoring_sensitivity(tables_dir: Path) -> str:
     )
 
 
+#: The columns of ``05_targets`` a run must meet (accuracy, its CI above the zero rate,
+#: no label above 60% of predictions).
+TARGET_PARTS = ("meets_target", "ci_above_zero_rate", "label_share_ok")
+
+
 def attribution_health(tables_dir: Path) -> str:
     """Per method: examples attributed, rows flagged, cost per example, IG completeness."""
     table = read_table(tables_dir, "03_attribution_health")
-    flags = ["context_overflow", "nonfinite_rows", "words_without_tokens"]
+    flags = ["context_overflow", "nonfinite_rows"]
     if "noiser_flagged" in table:  # written since Noiser's flags
         flags.append("noiser_flagged")
     rows = []
@@ -115,19 +122,33 @@ def attribution_health(tables_dir: Path) -> str:
                 "method": method,
                 "n (examples)": n,
                 "ok": int(group["ok"].sum()),
-                "flagged (overflow, NaN/inf, word without tokens, Noiser search)": int(
-                    group[flags].sum().sum()
-                ),
+                "flagged rows (overflow, NaN/inf, Noiser search)": int(group[flags].sum().sum()),
+                "words without tokens": int(group["words_without_tokens"].sum()),
                 "s / example": f"{seconds:.3g}",
-                "IG relative completeness error (median of datasets)": f"{100 * error.median():.1f}%"
-                if len(error)
-                else "",
+                "IG relative completeness error (median per dataset)": _range(error),
             }
         )
+    ig = table.dropna(subset=["ig_relative_error"])
+    over = ig[ig["ig_relative_error"] > IG_ERROR_LIMIT]
+    note = (
+        f"\n\nIG's median completeness error is above the {IG_ERROR_LIMIT:.0%} limit on "
+        + ", ".join(f"{r.dataset} ({r.ig_relative_error:.1%})" for r in over.itertuples())
+        + ": raise `IG_STEPS` before reading IG's rows there."
+        if len(over)
+        else ""
+    )
     return (
         "Attribution runs on the 2-core CPU, pooled over datasets (`03_attribution_health`):"
-        "\n\n" + _markdown(pd.DataFrame(rows))
+        "\n\n" + _markdown(pd.DataFrame(rows)) + note
     )
+
+
+def _range(values: pd.Series) -> str:
+    """``lo–hi%`` of per-dataset values, ``x%`` when they agree, empty when none."""
+    if values.empty:
+        return ""
+    lo, hi = f"{100 * values.min():.1f}", f"{100 * values.max():.1f}"
+    return f"{lo}%" if lo == hi else f"{lo}–{hi}%"
 
 
 def human_alignment(tables_dir: Path) -> str:
@@ -151,7 +172,8 @@ def primary_tests(tables_dir: Path) -> str:
         can = table["can_reject"].astype(str).eq("True")
         parts.append(
             f"*H: {question}* — {metric}, method − random (mean paired difference, cluster "
-            f"bootstrap CI; **✓** = Holm-rejected at 5% over {len(table)} tests; "
+            f"bootstrap CI; **✓** = Holm-rejected at 5% over {n_tested(table)} "
+            "tests; "
             f"{int(can.sum())} of {len(table)} can reject at their n; `{name}`):\n\n"
             + _markdown(_pivot_cells(table, column, _test_cell))
         )
@@ -214,7 +236,9 @@ def fine_tuned(tables_dir: Path) -> str:
                 "zero rate": f"{last['zero_rate']:.2f}",
                 "target": f"{goal['target']:.2f}",
                 "most-predicted label": f"{100 * last['top_label_share']:.0f}%",
-                "met": "yes" if str(goal["meets_target"]) == "True" else "no",
+                "met": "yes"
+                if all(str(goal.get(c, True)) == "True" for c in TARGET_PARTS)
+                else "no",
             }
         )
     return (

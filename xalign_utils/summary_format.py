@@ -56,3 +56,9 @@ def _test_cell(r: pd.Series) -> str:
     mark = " **✓**" if str(r["reject"]) == "True" else ""
     ci = fmt_ci(r["mean_diff"], r["diff_ci_low"], r["diff_ci_high"], signed=True)
     return f"{ci} n={int(r['n'])}{mark}"
+
+
+def n_tested(tests: pd.DataFrame) -> int:
+    """Holm's m for a table of primary tests: the rows with a p value (a comparison with no
+    pairs has none; tables written without a ``p`` column count every row)."""
+    return int(tests["p"].notna().sum()) if "p" in tests else len(tests)

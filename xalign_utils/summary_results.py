@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .summary_format import DATASET_NAMES, _markdown, _pivot_cells, _test_cell, fmt_ci, read_table
+from .summary_format import (
+    DATASET_NAMES,
+    _markdown,
+    _pivot_cells,
+    _test_cell,
+    fmt_ci,
+    n_tested,
+    read_table,
+)
 
 
 def main_results(tables_dir: Path) -> str:
@@ -77,6 +85,7 @@ def guided_decoding(tables_dir: Path) -> str:
         for _, part in grid.groupby("metric", sort=False)
     ]
     can = int(tests["can_reject"].astype(str).eq("True").sum())
+    tested = n_tested(tests)
     effects = read_table(tables_dir, "06_guided_effects")
     effects = effects[effects["metric"].isin(GUIDED_EFFECTS)]
     effects = effects.assign(
@@ -96,8 +105,8 @@ def guided_decoding(tables_dir: Path) -> str:
         "(greedy; beam search for the constrained one): `comp_gain` (comprehensiveness of "
         "the named words minus that of as many random words) and `rank_auc_eval` (rank AUC "
         "with an attribution method the steering did not use); mean paired difference, "
-        f"bootstrap CI; **✓** = Holm-rejected at 5% over {len(tests)} tests; {can} can "
-        "reject at their n; `06_guided_tests`:"
+        f"bootstrap CI; **✓** = Holm-rejected at 5% over {tested} tests ({len(tests) - tested} "
+        f"comparisons had no pairs); {can} can reject at their n; `06_guided_tests`:"
         + "".join(
             f"\n\n`{name}`:\n\n" + _markdown(g.rename(columns={"method": "explanation, contrast"}))
             for name, g in zip(names, grids, strict=True)
