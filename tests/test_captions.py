@@ -31,3 +31,26 @@ def test_a_figure_caption_reads_its_source_table(tmp_path):
     assert "No caption rule" in captions.figure_caption("99_unknown", tmp_path)
     assert captions.figure_caption("03_attribution_heatmap_sst2_0", tmp_path).startswith("Word")
     assert captions.table_caption(tmp_path / "04_faithfulness.csv").startswith("2 rows × 4 columns")
+
+
+def test_a_per_case_figure_is_captioned_by_its_own_row(tmp_path):
+    pd.DataFrame(
+        {"dataset": ["esnli", "esnli", "sst2"], "id": ["e1", "e2", "s1"],
+         "kind": ["lowest rank AUC", "names no input word", "lowest rank AUC"],
+         "rank_auc": [0.25, None, 0.42]}
+    ).to_csv(tmp_path / "07_failure_cases.csv", index=False)  # fmt: skip
+    assert captions.figure_caption("07_failure_sst2_0", tmp_path).endswith(
+        "rank_auc 0.42 (sst2, s1, lowest rank AUC)."
+    )
+    assert "no rank_auc (esnli, e2" in captions.figure_caption("07_failure_esnli_1", tmp_path)
+    assert "no row for it" in captions.figure_caption("07_failure_esnli_2", tmp_path)
+
+
+def test_numeric_keys_name_their_column():
+    table = pd.DataFrame(
+        {"explanation": ["a", "b"], "layers_randomised": [0, 31], "value": [0.8, 0.5]}
+    )
+    text = captions.extremes(table, labels=("explanation", "layers_randomised"))
+    assert (
+        text == "highest value 0.8 (a, layers_randomised 0); lowest 0.5 (b, layers_randomised 31)"
+    )

@@ -10,6 +10,7 @@ missing says so instead of guessing.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +27,9 @@ class FigureSpec:
 
     shows: str
     table: str
-    where: dict = field(default_factory=dict)
+    where: dict = field(default_factory=dict)  # column → value, or a list of values
     value: str | None = None
+    labels: tuple[str, ...] = ()  # the columns that name a row (default: its first texts)
 
 
 #: Figure name pattern → its spec. The first match wins; names are the saved stems.
@@ -35,15 +37,24 @@ FIGURES: dict[str, FigureSpec] = {
     r"01_dataset_sizes": FigureSpec("Rows per raw source and split.", "01_datasets"),
     r"01_label_distribution": FigureSpec("Gold labels of each evaluation split.", ""),
     r"01_rationale_lengths": FigureSpec(
-        "Human-rationale length per source.", "01_datasets", value="mean_rationale_words"
+        "Human-rationale length per source (test splits; movies: all reviews).",
+        "01_datasets",
+        {"split": ["test", "all"]},
+        value="mean_rationale_words",
+        labels=("loader", "split"),
     ),
     r"02_confusion": FigureSpec(
         "Gold vs predicted label per dataset (the collapse onto one label).",
         "02_scoring_label_shares",
+        {"prompt": "classify", "rule": "sequence"},
+        labels=("dataset", "top_label"),
     ),
     r"02_human_alignment": FigureSpec("Prompted lists vs human rationales.", "02_human_alignment"),
     r"02_label_distribution": FigureSpec(
-        "Share of the most predicted label per scoring rule.", "02_scoring_label_shares"
+        "Predicted-label shares per dataset (the project's prompt and scoring rule).",
+        "02_scoring_label_shares",
+        {"prompt": "classify", "rule": "sequence"},
+        labels=("dataset", "top_label"),
     ),
     r"03_attribution_agreement": FigureSpec(
         "Mean Spearman ρ between methods' word scores.", "03_attribution_agreement"
@@ -52,12 +63,16 @@ FIGURES: dict[str, FigureSpec] = {
         "Word scores of every method on one example (rows scaled to their maximum).", ""
     ),
     r"03_attribution_runtime": FigureSpec(
-        "Seconds per example per method.", "03_attribution_health", value="seconds_per_example"
+        "Seconds per example per method, averaged over datasets; per dataset, the extremes.",
+        "03_attribution_health",
+        value="seconds_per_example",
+        labels=("dataset", "method"),
     ),
     r"03_ig_path": FigureSpec(
-        "Integrated gradients' target along its path; relative completeness error.",
+        "Integrated gradients' target along its path; median relative completeness error.",
         "03_ig_completeness",
-        value="max",
+        value="50%",
+        labels=("dataset",),
     ),
     r"04_consistency_rank_auc": FigureSpec(
         "Rank AUC of each explanation against each attribution.",
@@ -81,6 +96,7 @@ FIGURES: dict[str, FigureSpec] = {
         "Consistency as the model's layers are randomised.",
         "04_validation_randomisation",
         {"metric": "rank_auc"},
+        labels=("explanation", "layers_randomised"),
     ),
     r"05_loss_plain": FigureSpec("Training loss per step of the plain LoRA run.", ""),
     r"05_loss_regularised": FigureSpec(
@@ -100,18 +116,25 @@ FIGURES: dict[str, FigureSpec] = {
         {"metric": "comp_aopc"},
     ),
     r"0[67]_(guided_)?tradeoff": FigureSpec(
-        "Guided decoding: each condition's paired difference from greedy.",
+        "Guided decoding: each condition's paired difference from its reference (greedy;"
+        " beam search for the constrained one).",
         "06_guided_effects",
         {"metric": "comp_gain"},
         "mean_diff",
+        labels=("dataset", "condition", "reference"),
     ),
-    r"07_failure_": FigureSpec(
+    # one figure per case: the dataset and the case's rank within it come from the name
+    r"07_failure_(?P<dataset>[^_]+)_(?P<row>\d+)$": FigureSpec(
         "A failure case chosen by rule (lowest rank AUC, or a list naming no input word).",
         "07_failure_cases",
         value="rank_auc",
+        labels=("dataset", "id", "kind"),
     ),
     r"07_multilingual": FigureSpec(
-        "XNLI accuracy per language against chance.", "07_multilingual", value="accuracy"
+        "XNLI accuracy per language against chance.",
+        "07_multilingual",
+        value="accuracy",
+        labels=("language",),
     ),
 }
 
@@ -124,27 +147,42 @@ def _value_column(table: pd.DataFrame, preferred: str | None) -> str | None:
     return None
 
 
-def extremes(table: pd.DataFrame, value: str | None = None) -> str:
+def extremes(table: pd.DataFrame, value: str | None = None, labels: Sequence[str] = ()) -> str:
     """``"highest <col> 0.612 (esnli, input_x_gradient); lowest -0.031 (…)"`` from the
-    rows' value column and their text columns; ``""`` when there is no value column."""
+    rows' value column, each row named by ``labels`` (default: its first three text
+    columns); one row is given as ``"<col> 0.246 (…)"``; ``""`` without a value column."""
     col = _value_column(table, value)
     if col is None:
         return ""
-    labels = [
-        c
-        for c in table.columns
-        if table[c].dtype == object or pd.api.types.is_string_dtype(table[c])
-    ]
+    labels = (
+        list(labels)
+        or [
+            c
+            for c in table.columns
+            if table[c].dtype == object or pd.api.types.is_string_dtype(table[c])
+        ][:3]
+    )
     rows = table.dropna(subset=[col])
 
     def name(i: int) -> str:
-        parts = [str(rows.loc[i, c]) for c in labels[:3] if pd.notna(rows.loc[i, c])]
-        return f" ({', '.join(parts)})" if parts else ""
+        return _name(rows.loc[[i]], labels)
 
     hi, lo = rows[col].idxmax(), rows[col].idxmin()
+    if len(table) == 1:
+        return f"{col} {rows.loc[hi, col]:.3g}{name(hi)}"
     return (
         f"highest {col} {rows.loc[hi, col]:.3g}{name(hi)}; lowest {rows.loc[lo, col]:.3g}{name(lo)}"
     )
+
+
+def _name(row: pd.DataFrame, labels: Sequence[str]) -> str:
+    """`` (esnli, layers_randomised 3)``: a one-row frame's ``labels``, numbers named."""
+    parts = [
+        str(v) if isinstance(v, str) else f"{c} {v}"
+        for c in labels
+        if c in row and pd.notna(v := row[c].iloc[0])
+    ]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _read(tables_dir: Path, stem: str) -> pd.DataFrame | None:
@@ -162,7 +200,7 @@ def _read(tables_dir: Path, stem: str) -> pd.DataFrame | None:
 
 def figure_caption(stem: str, tables_dir: Path) -> str:
     """One sentence for figure ``stem``: what it shows and its source table's extremes."""
-    spec = next((s for pattern, s in FIGURES.items() if re.match(pattern, stem)), None)
+    pattern, spec = next(((p, s) for p, s in FIGURES.items() if re.match(p, stem)), ("", None))
     if spec is None:
         return "No caption rule for this figure (add one to captions.FIGURES)."
     if not spec.table:  # an illustration of single examples or steps: nothing to summarise
@@ -170,12 +208,21 @@ def figure_caption(stem: str, tables_dir: Path) -> str:
     table = _read(tables_dir, spec.table)
     if table is None:
         return f"{spec.shows} Source table `{spec.table}` not found."
-    missing = [col for col in spec.where if col not in table]
+    match = re.match(pattern, stem).groupdict()
+    row = match.pop("row", None)
+    where = {**spec.where, **match}
+    missing = [col for col in where if col not in table]
     if missing:
         return f"{spec.shows} Source table `{spec.table}` has no column {missing}."
-    for col, wanted in spec.where.items():
-        table = table[table[col] == wanted]
-    summary = extremes(table.reset_index(drop=True), spec.value)
+    for col, wanted in where.items():
+        table = table[table[col].isin(wanted if isinstance(wanted, list) else [wanted])]
+    if row is not None:
+        if int(row) >= len(table):
+            return f"{spec.shows} Source table `{spec.table}` has no row for it."
+        table = table.iloc[[int(row)]]
+        if table[spec.value].isna().all():
+            return f"{spec.shows} From `{spec.table}`: no {spec.value}{_name(table, spec.labels)}."
+    summary = extremes(table.reset_index(drop=True), spec.value, spec.labels)
     return f"{spec.shows} From `{spec.table}`" + (f": {summary}." if summary else ".")
 
 
