@@ -9,7 +9,7 @@ from helpers import text_example
 
 from xalign_utils import config, faithfulness, metric_tables, plausibility, validation
 from xalign_utils.data import processed_path, save_examples
-from xalign_utils.store import table_path, write_table
+from xalign_utils.store import table_metadata, table_path, write_table
 
 
 def _example(i: str, dataset: str = "esnli", rationale: list | None = None, label: str = "pos"):
@@ -158,9 +158,12 @@ def test_load_inputs_reads_the_stages_before_and_tables_are_stored(tmp_project):
     metric_tables.run_consistency(cfg, inputs)
     assert table_path(cfg, metric_tables.STAGE, "consistency").is_file()
     computed = []
-    first = metric_tables.reuse(cfg, "costly", lambda: computed.append(1) or plaus)
-    again = metric_tables.reuse(cfg, "costly", lambda: computed.append(1) or plaus)
+    code = "metric_tables"
+    first = metric_tables.reuse(cfg, "costly", lambda: computed.append(1) or plaus, code)
+    again = metric_tables.reuse(cfg, "costly", lambda: computed.append(1) or plaus, code)
     assert computed == [1] and first.equals(again)
+    modules = table_metadata(cfg, metric_tables.STAGE, "costly")["code_modules"].split(", ")
+    assert "metric_tables" in modules and "reports" not in modules  # a report edit reuses it
     listed = metric_tables.stored_tables(cfg).set_index("table")
     assert list(listed.index) == ["consistency", "costly", "plausibility"]
     assert listed.loc["plausibility", "rows"] == 2
