@@ -200,7 +200,9 @@ def _read(tables_dir: Path, stem: str) -> pd.DataFrame | None:
 
 def figure_caption(stem: str, tables_dir: Path) -> str:
     """One sentence for figure ``stem``: what it shows and its source table's extremes."""
-    pattern, spec = next(((p, s) for p, s in FIGURES.items() if re.match(p, stem)), ("", None))
+    match, spec = next(
+        ((m, s) for p, s in FIGURES.items() if (m := re.match(p, stem))), (None, None)
+    )
     if spec is None:
         return "No caption rule for this figure (add one to captions.FIGURES)."
     if not spec.table:  # an illustration of single examples or steps: nothing to summarise
@@ -208,9 +210,9 @@ def figure_caption(stem: str, tables_dir: Path) -> str:
     table = _read(tables_dir, spec.table)
     if table is None:
         return f"{spec.shows} Source table `{spec.table}` not found."
-    match = re.match(pattern, stem).groupdict()
-    row = match.pop("row", None)
-    where = {**spec.where, **match}
+    keys = match.groupdict()  # a per-case figure's dataset and row, from its name
+    row = keys.pop("row", None)
+    where = {**spec.where, **keys}
     missing = [col for col in where if col not in table]
     if missing:
         return f"{spec.shows} Source table `{spec.table}` has no column {missing}."
