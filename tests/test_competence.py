@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from xalign_utils import competence, training_plots, training_runs
+from xalign_utils import competence, training_plots, training_targets
 from xalign_utils.config import BENCH_DIR
 
 
@@ -53,7 +53,7 @@ def test_the_figure_has_a_panel_per_dataset_with_target_and_every_probe():
         for s in (0, 10) for d in ("esnli", "sst2")
     ]  # fmt: skip
     fig = training_plots.competence_curves(
-        pd.DataFrame(rows), competence.probe_table(), training_runs.TARGETS
+        pd.DataFrame(rows), competence.probe_table(), training_targets.TARGETS
     )
     axes = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in axes] == ["esnli", "sst2"]

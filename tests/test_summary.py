@@ -132,8 +132,14 @@ def _tables(tmp_path: Path) -> Path:
         ]
     ).assign(top_label_share=[0.9, 0.5]).to_csv(d / "05_checkpoints.csv", index=False)
     pd.DataFrame(
-        {"run": ["plain-s13"], "dataset": ["esnli"], "target": [0.55], "meets_target": [True]}
-    ).to_csv(d / "05_targets.csv", index=False)
+        [
+            {"run": "plain-s13", "dataset": "esnli", "step": 75, "n": 200, "accuracy": 0.6,
+             "lo": 0.5, "hi": 0.7, "untrained": 0.3, "untrained_lo": 0.2, "untrained_hi": 0.4,
+             "gain": 0.3, "gain_lo": 0.2, "gain_hi": 0.4, "zero_rate": 0.4,
+             "top_label_share": 0.5, "target": 0.55, "meets_target": True,
+             "ci_above_zero_rate": True, "label_share_ok": True},
+        ]
+    ).to_csv(d / "05_targets.csv", index=False)  # fmt: skip
     pd.DataFrame(
         {
             "dataset": ["esnli"],
@@ -227,7 +233,8 @@ def test_block_carries_values_cis_n_and_tables(tmp_path):
     assert "| integrated_gradients | 8 | 8 | 1 | 0 | 21 | 1.0–6.0% |" in text  # n-weighted cost
     assert "above the 5% limit on sst2 (6.0%)" in text
     assert (
-        "| e-SNLI | 30 | 0.30 [0.20, 0.40] | 0.60 [0.50, 0.70] | 0.40 | 0.55 | 50% | yes |" in text
+        "| e-SNLI | 200 | 0.30 [0.20, 0.40] | 0.60 [0.50, 0.70] | +0.30 [0.20, 0.40] | 0.40 "
+        "| 0.55 | 50% | yes |" in text
     )
     assert (
         "| e-SNLI | align_ixg | Llama-3-8B Instruct | 0.88 (0.001) | +0.50 [-0.20, 0.90] | 3 | 30 |"

@@ -105,18 +105,24 @@ def _base_rows(tables_dir: Path) -> list[dict]:
 
 
 def _trained_rows(tables_dir: Path) -> list[dict]:
-    rows = []
+    # accuracy on the whole evaluation split (05_targets), as the base model's (02); the
+    # other measures at the final checkpoint, on the checkpoints' examples
+    targets = read_table(tables_dir, "05_targets")
+    rows = [
+        _row("fine-tuned", r.dataset, measure, value, low, high, r.n, "05_targets")
+        for r in targets.itertuples()
+        for measure, value, low, high in (("accuracy", r.accuracy, r.lo, r.hi),
+                                          ("macro_f1", r.macro_f1, np.nan, np.nan))
+    ]  # fmt: skip
     ckpt = read_table(tables_dir, "05_checkpoints")
     last = ckpt[ckpt["step"] == ckpt.groupby("run")["step"].transform("max")]
     for r in last.to_dict("records"):
-        for col, measure in (("correct", "accuracy"), ("align_ixg", "ixg_topvar_f1"),
+        for col, measure in (("align_ixg", "ixg_topvar_f1"),
                              ("align_prompted", "prompted_topvar_f1"),
                              ("flipped", "ixg_flip_rate")):  # fmt: skip
             if pd.notna(r[col]):
                 rows.append(_row("fine-tuned", r["dataset"], measure, r[col], r[f"{col}_lo"],
                                  r[f"{col}_hi"], r[f"{col}_n"], "05_checkpoints"))  # fmt: skip
-        rows.append(_row("fine-tuned", r["dataset"], "macro_f1", r["macro_f1"], np.nan, np.nan,
-                         r["n"], "05_checkpoints"))  # fmt: skip
     reg = read_table(tables_dir, "05_regularised")
     # notebook 05 scores its regularised runs with occlusion, not Input×Grad
     names = {"correct": "accuracy", "topvar_f1": "occ_topvar_f1", "comp_aopc": "occ_comp_aopc",
