@@ -40,6 +40,16 @@ def test_main_table_names_a_source_for_every_number(main):
     )
 
 
+def test_every_empty_main_table_cell_has_a_reason(main):
+    gaps = analysis.coverage(main)
+    assert len(gaps) and (gaps["reason"] != "unexplained").all(), gaps
+    cells = {(m, s, d) for m, s, ds in gaps[["model", "measure", "dataset"]].itertuples(index=False)
+             for d in ds.split(", ")}  # fmt: skip
+    have = set(zip(main["model"], main["measure"].astype(str), main["dataset"], strict=True))
+    assert not cells & have  # a gap is never a measured cell
+    assert ("fine-tuned", "ixg_comp_aopc", "esnli") in cells
+
+
 def test_numbers_tex_is_valid_latex_and_equals_the_tables(main):
     numbers = analysis.numbers(main)
     tex = analysis.numbers_tex(numbers)
@@ -77,10 +87,13 @@ def test_paper_numbers_are_the_reference_csvs(main):
             ref = reference[
                 (reference["table"] == r["table"]) & (reference["stage"] == r["stage"])
                 & (reference["method"] == r["method"]) & (reference["model"] == model)
-                & (reference["dataset"] == "esnli") & (reference["selection"] == "Top-Var")
+                & (reference["dataset"] == "esnli") & (reference["selection"] == r["selection"])
             ]  # fmt: skip
+            assert len(ref) == 1 or pd.isna(r[model])
             if len(ref):
                 assert r[model] == pytest.approx(ref["value"].iloc[0] / 100)
+    unbound = side[(side["selection"] == "Unbound") & (side["stage"] == "pretrained")]
+    assert len(unbound) == 1 and unbound["ours"].iloc[0] != "—"  # 02's Unbound lists
     directions = paper_tables.fayyaz_directions(TABLES_DIR, main, side)
     assert set(directions["here"]) <= {"yes", "no", "not measured", "undetermined (CIs overlap)"}
     majority = directions["paper"].str[0].astype(int).ge(2)

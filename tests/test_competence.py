@@ -59,3 +59,31 @@ def test_the_figure_has_a_panel_per_dataset_with_target_and_every_probe():
     assert [ax.get_title() for ax in axes] == ["esnli", "sst2"]
     labels = {t.get_text() for t in fig.legends[0].get_texts()}
     assert {"notebook 05", "target", "zero rate", *competence.PROBES.values()} <= labels
+
+
+def test_the_regularisation_tradeoff_has_a_panel_per_dataset_and_metric():
+    rows = [
+        {"dataset": d, "lam": lam, "metric": m, "value": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+        for d in ("esnli", "hatexplain")
+        for lam in (0.0, 1.0)
+        for m in ("correct", "comp_aopc", "rank_auc")
+    ]
+    rows = [r for r in rows if not (r["dataset"] == "hatexplain" and r["lam"] == 1.0)]
+    fig = training_plots.tradeoff(pd.DataFrame(rows))
+    axes = fig.axes
+    assert len(axes) == 4
+    assert [ax.get_title() for ax in axes[:2]] == ["esnli", "hatexplain"]
+    assert [ax.get_ylabel() for ax in axes[::2]] == ["comp_aopc", "rank_auc"]
+    assert [len(ax.containers) for ax in axes] == [2, 1, 2, 1]  # one point per λ present
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["λ = 0", "λ = 1"]
+
+
+def test_loss_summary_averages_the_first_and_last_steps_of_each_run():
+    curves = pd.DataFrame(
+        {"run": ["a"] * 4 + ["b"] * 2, "label_loss": [4.0, 2.0, 1.0, 0.0, 3.0, 1.0],
+         "reg": [1.0, 1.0, 0.0, 0.0, 5.0, 5.0]}
+    )  # fmt: skip
+    out = training_plots.loss_summary(curves, first=2, last=1).set_index("run")
+    assert out.loc["a", ["steps", "label_loss_first", "label_loss_last"]].tolist() == [4, 3.0, 0.0]
+    assert out.loc["b", ["reg_first", "reg_last"]].tolist() == [5.0, 5.0]
+    assert "reg_first" not in training_plots.loss_summary(curves.drop(columns="reg"))

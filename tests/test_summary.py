@@ -174,9 +174,12 @@ def _tables(tmp_path: Path) -> Path:
     )
     pd.DataFrame(
         {
-            "dataset": ["esnli"], "type": ["Top-Var list"], "condition": ["bias α=4"],
-            "reference": ["greedy"], "metric": ["comp_gain"], "role": ["primary"], "n": [20], "mean_diff": [0.05],
-            "diff_ci_low": [0.01], "diff_ci_high": [0.09], "reject": [True], "can_reject": [True],
+            "dataset": ["esnli", "esnli", "esnli"], "type": ["Top-Var list", "free text", "Top-Var list"],
+            "condition": ["bias α=4"] * 3, "reference": ["greedy"] * 3,
+            "metric": ["comp_gain", "comp_gain", "rank_auc_eval"], "role": ["primary"] * 3,
+            "n": [20, 20, 20], "mean_diff": [0.05] * 3, "diff_ci_low": [0.01] * 3,
+            "diff_ci_high": [0.09] * 3, "reject": [True, False, False], "can_reject": [True] * 3,
+            "p": [0.01, 0.5, 0.4],
         }
     ).to_csv(d / "06_guided_tests.csv", index=False)  # fmt: skip
     pd.DataFrame(
@@ -245,6 +248,7 @@ def test_block_carries_values_cis_n_and_tables(tmp_path):
     assert "| e-SNLI: accuracy | 0.28 [0.21, 0.34] n=200 | 0.37 [0.20, 0.53] n=30 |" in text
     assert "| fine-tuning raises Input×Grad's flip rate | 3 of 3 models | yes | True |" in text
     assert "| Top-Var list, bias α=4 − greedy | +0.05 [0.01, 0.09] n=20 **✓** |" in text
+    assert "over 3 tests (0 comparisons had no pairs, and 1 are not in the table" in text
     assert "| e-SNLI: log-perplexity | +0.30 [0.10, 0.50] | +1.20 [0.90, 1.50] |" in text
     assert "| Noiser | +1.81 | +0.30 [0.20, 0.40] |" in text and "knowns n=50" in text
     assert "| knowns | yes | yes | lime | 0.2 | [0.10, 0.30] | 0.5 |" in text
@@ -264,18 +268,22 @@ def test_missing_table_names_the_notebook(tmp_path):
 
 def test_render_replaces_only_the_block(tmp_path):
     tables = _tables(tmp_path)
-    text = f"before\n{summary.START}\nold numbers\n{summary.END}\nafter\n"
+    (h_start, h_end), (start, end) = summary.markers("headline"), summary.markers("results")
+    text = f"before\n{h_start}\nOLD\n{h_end}\nmiddle\n{start}\nOLD numbers\n{end}\nafter\n"
     new = summary.render_readme(text, tables)
-    assert new.startswith("before\n") and new.endswith(f"{summary.END}\nafter\n")
-    assert "old numbers" not in new and summary.render_readme(new, tables) == new
-    with pytest.raises(ValueError, match="no generated block"):
+    assert new.startswith(f"before\n{h_start}\nMain results") and new.endswith(f"{end}\nafter\n")
+    assert f"{h_end}\nmiddle\n{start}\n" in new
+    assert "OLD" not in new and summary.render_readme(new, tables) == new
+    assert "Fine-tuned accuracy" in new.split(start)[1]  # the details go in the second block
+    with pytest.raises(ValueError, match="no generated 'headline' block"):
         summary.render_readme("no markers", tables)
 
 
 def test_check_fails_on_a_stale_readme(tmp_path):
     tables = _tables(tmp_path)
     readme = tmp_path / "README.md"
-    readme.write_text(f"{summary.START}\nold\n{summary.END}\n")
+    blocks = [summary.markers(b) for b in summary.BLOCKS]
+    readme.write_text("".join(f"{start}\nold\n{end}\n" for start, end in blocks))
     args = ["--readme", str(readme), "--tables", str(tables)]
     assert summary.main([*args, "--check"]) == 1
     assert summary.main(args) == 0 and summary.main([*args, "--check"]) == 0

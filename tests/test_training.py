@@ -6,6 +6,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -226,6 +230,63 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     init = lora_weights(training.add_lora(copy.deepcopy(weak_model), cfg).get_base_model())
     assert init.keys() == a.keys() and not all(torch.equal(a[k], init[k]) for k in a)
     assert list(curve["loss"]) == list(full_curve["loss"])
+
+
+KILLED_RUN = """
+import sys, time
+import torch
+from xalign_utils import data, models, training
+from xalign_utils.planted import build_planted_model
+
+torch.set_num_threads(1)
+out, lr = sys.argv[1], float(sys.argv[2])
+_, tokenizer = models.load_model(None, for_gradients=True, device="cpu")
+model = build_planted_model(tokenizer, steps=25)
+saves, save = [], torch.save
+
+
+def save_then_hang(obj, path, *args, **kwargs):
+    # the third checkpoint (step 8) hangs after its state is written, before it is renamed
+    # into place, so the parent's SIGKILL lands in the middle of a checkpoint
+    save(obj, path, *args, **kwargs)
+    saves.append(path)
+    if len(saves) == 3:
+        time.sleep(600)
+
+
+torch.save = save_then_hang
+cfg = training.TrainConfig(lr=lr, epochs=3, batch_size=8, warmup_steps=2, lora_dropout=0.1,
+                           max_grad_norm=1.0, checkpoint_steps=3)
+training.train(model, tokenizer, data.make_synthetic(64, seed=1, length=6), None, cfg, out,
+               progress=False)
+"""
+
+
+def test_a_run_killed_mid_checkpoint_resumes_to_the_uninterrupted_weights(
+    weak_model, tokenizer, tmp_path
+):
+    """SIGKILL a training process while it writes a checkpoint; resuming in this process
+    ignores the half-written one and ends with the uninterrupted run's weights."""
+    cfg = dataclasses.replace(FAST, lora_dropout=0.1, checkpoint_steps=3)
+    script, out = tmp_path / "run.py", tmp_path / "killed"
+    script.write_text(KILLED_RUN)
+    child = subprocess.Popen([sys.executable, str(script), str(out), str(cfg.lr)])
+    half = out / "checkpoints" / "step-0000008.tmp" / "state.pt"
+    deadline = time.monotonic() + 300
+    while not half.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL and half.exists(), "killed before step 8's checkpoint"
+    assert [p.name for p in training.checkpoints(out)] == ["step-0000003", "step-0000006"]
+    whole = copy.deepcopy(weak_model)
+    training.train(
+        whole, tokenizer, train_examples(), None, cfg, tmp_path / "whole", progress=False
+    )
+    resumed = copy.deepcopy(weak_model)
+    training.train(resumed, tokenizer, train_examples(), None, cfg, out, progress=False)
+    a, b = lora_weights(whole), lora_weights(resumed)
+    assert a.keys() == b.keys() and a
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_runs_are_deterministic_for_a_seed(weak_model, tokenizer, tmp_path):

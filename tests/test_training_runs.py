@@ -140,6 +140,36 @@ def test_regulariser_rationale_sources():
     assert [c.id for c in chosen] == ["e1"] and rats == [[1, 2]]
 
 
+def test_own_rationales_are_the_plain_models_parsed_lists_generated_once(tmp_path, monkeypatch):
+    """``own``: the plain fine-tuned model's Unbound list about the gold label, parsed to
+    flat positions (an unparseable list leaves no rationale), stored and reused."""
+    monkeypatch.setattr(config, "RUNS_DIR", tmp_path / "runs")
+    cfg = config.load_config("smoke")
+    a = text_example("e1", "a man plays a guitar".split(), label="neutral", dataset="esnli")
+    b = text_example("e2", "two dogs run".split(), label="neutral", dataset="esnli")
+    asked = []
+
+    def elicit(model, tok, examples, role, **kwargs):
+        asked.append((model, role, [ex.id for ex in examples]))
+        raws = {"e1": "guitar, man", "e2": "I cannot tell."}
+        return pd.DataFrame(
+            {
+                "id": [ex.id for ex in examples],
+                "role": role,
+                "raw": [raws[ex.id] for ex in examples],
+            }
+        )
+
+    monkeypatch.setattr(regularised_runs, "load_run_model", lambda c, name, **k: (name, None))
+    monkeypatch.setattr(regularised_runs, "elicit", elicit)
+    assert regularised_runs.rationales(cfg, [a, b], "own", plain="plain-s1") == [[4, 1], []]
+    assert asked == [("plain-s1", "rationale_unbound", ["e1", "e2"])]
+    assert regularised_runs.rationales(cfg, [a, b], "own", plain="plain-s1") == [[4, 1], []]
+    assert len(asked) == 1  # stored, not generated again
+    with pytest.raises(ValueError, match="plain"):
+        regularised_runs.rationales(cfg, [a], "own")
+
+
 def test_lists_are_compared_with_the_lambda_zero_twin_of_the_same_seed():
     table = pd.DataFrame(
         {

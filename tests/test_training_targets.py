@@ -30,6 +30,7 @@ def test_targets_pair_the_untrained_predictions_and_flag_each_part():
     assert 0 < row["gain_lo"] < 0.45 < row["gain_hi"] and row["n_paired"] == 100
     assert row["zero_rate"] == pytest.approx(0.5) and row["top_label_share"] == pytest.approx(0.55)
     assert row["meets_target"] and row["ci_above_zero_rate"] and row["label_share_ok"]
+    assert row["macro_f1_lo"] < row["macro_f1"] < row["macro_f1_hi"]
 
 
 def test_a_missed_target_a_biased_model_and_unpaired_examples():

@@ -112,7 +112,8 @@ def _trained_rows(tables_dir: Path) -> list[dict]:
         _row("fine-tuned", r.dataset, measure, value, low, high, r.n, "05_targets")
         for r in targets.itertuples()
         for measure, value, low, high in (("accuracy", r.accuracy, r.lo, r.hi),
-                                          ("macro_f1", r.macro_f1, np.nan, np.nan))
+                                          ("macro_f1", r.macro_f1, r.macro_f1_lo,
+                                           r.macro_f1_hi))
     ]  # fmt: skip
     ckpt = read_table(tables_dir, "05_checkpoints")
     last = ckpt[ckpt["step"] == ckpt.groupby("run")["step"].transform("max")]
@@ -146,6 +147,56 @@ def main_results(tables_dir: Path) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out["measure"] = pd.Categorical(out["measure"], list(MEASURES), ordered=True)
     return out.sort_values(["measure", "dataset", "model"], kind="stable").reset_index(drop=True)
+
+
+#: Why a main-table cell is empty, by rule: ``(model kind, measures, datasets or None for
+#: all, reason)``, the first matching rule wins. Model kinds: ``base``, ``fine-tuned``,
+#: ``regularised``.
+NOT_MEASURED = (
+    (None, ("prompted_topvar_f1", "ixg_topvar_f1", "ixg_iou_f1", "ixg_auprc", "occ_topvar_f1"),
+     ("sst2",), "SST-2 has no human rationales"),
+    ("regularised", None, ("sst2",),
+     "the regularised runs train on and are scored for the datasets with human rationales"),
+    ("regularised", ("macro_f1", "prompted_topvar_f1", "ixg_topvar_f1", "ixg_iou_f1",
+                     "ixg_auprc", "ixg_comp_aopc", "ixg_flip_rate", "ixg_rank_auc_vs_null"), None,
+     "notebook 05 judges regularised runs with occlusion (occ_*), not the input gradient "
+     "they were trained on, and by accuracy alone among the task measures"),
+    ("fine-tuned", ("ixg_iou_f1", "ixg_auprc", "ixg_comp_aopc", "ixg_rank_auc_vs_null"), None,
+     "notebook 05 scores checkpoints with Fayyaz et al.'s measures (accuracy, Top-Var F1, "
+     "flip rate); `make all ADAPTER=<profile>-plain-s<seed>` runs 02-04 on the adapter"),
+    (None, ("occ_topvar_f1", "occ_comp_aopc", "occ_rank_auc"), None,
+     "occ_* score the regularised runs; occlusion on this model is in 04's tables"),
+)  # fmt: skip
+
+
+def coverage(main: pd.DataFrame) -> pd.DataFrame:
+    """Every model × measure × dataset cell :func:`main_results` leaves empty (a pooled
+    row, dataset ``all``, covers its measure), with the reason from :data:`NOT_MEASURED` (``unexplained`` when no rule matches, which a test
+    forbids), so the table's gaps are stated rather than silent."""
+    datasets = sorted(set(main["dataset"]) - {"all"})
+    have = set(zip(main["model"], main["measure"].astype(str), main["dataset"], strict=True))
+    rows = []
+    for model in dict.fromkeys(main["model"]):
+        kind = "regularised" if str(model).startswith("regularised") else model
+        for measure in MEASURES:
+            for dataset in datasets:
+                if (model, measure, dataset) in have or (model, measure, "all") in have:
+                    continue
+                reason = next(
+                    (why for who, measures, where, why in NOT_MEASURED
+                     if who in (None, kind) and (measures is None or measure in measures)
+                     and (where is None or dataset in where)),
+                    "unexplained",
+                )  # fmt: skip
+                rows.append({"model": model, "measure": measure, "dataset": dataset,
+                             "reason": reason})  # fmt: skip
+    cols = ["model", "measure", "reason"]
+    out = pd.DataFrame(rows, columns=[*cols, "dataset"])
+    return (
+        out.groupby(cols, sort=False)["dataset"]
+        .agg(", ".join)
+        .reset_index()[[*cols[:2], "dataset", "reason"]]
+    )
 
 
 _DIGITS = "Zero One Two Three Four Five Six Seven Eight Nine".split()

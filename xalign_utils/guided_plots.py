@@ -6,6 +6,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .plots import label_panel_grid
+
 #: Costs drawn against the consistency gained, with their axis labels.
 COSTS = {
     "comp_gain": "Δ comprehensiveness gain\n(named − random words)",
@@ -27,7 +29,7 @@ def tradeoff(effects: pd.DataFrame, x_metric: str = "rank_auc_eval") -> plt.Figu
     )  # fmt: skip
     wide = effects.set_index(["dataset", "condition", "metric"])
     for col, dataset in enumerate(datasets):
-        for row, (metric, label) in enumerate(COSTS.items()):
+        for row, metric in enumerate(COSTS):
             ax = axes[row, col]
             for cond in conditions:
                 try:
@@ -42,13 +44,7 @@ def tradeoff(effects: pd.DataFrame, x_metric: str = "rank_auc_eval") -> plt.Figu
                 )  # fmt: skip
             ax.axhline(0, color="grey", lw=0.6)
             ax.axvline(0, color="grey", lw=0.6)
-            if row == 0:
-                ax.set_title(dataset)
-            if col == 0:
-                ax.set_ylabel(label, fontsize="small")
-            if row == len(COSTS) - 1:
-                ax.set_xlabel("Δ rank AUC (evaluation method)", fontsize="small")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(conditions), fontsize="x-small")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    label_panel_grid(
+        fig, axes, datasets, list(COSTS.values()), "Δ rank AUC (evaluation method)", bottom=0.05
+    )
     return fig

@@ -22,9 +22,10 @@ PAPER_METHODS = {"Attention": "attention", "Saliency": "saliency", "Input×Grad"
 OPEN_MODELS = ("Mistral-7B Instruct-v0.2", "Llama-2-7b chat", "Llama-3-8B Instruct")
 
 
-def _ours_esnli(tables_dir: Path, main: pd.DataFrame) -> dict[tuple[str, str, str], pd.Series]:
-    """Our e-SNLI numbers keyed like the paper's rows: ``(table, stage, method)``."""
-    out: dict[tuple[str, str, str], pd.Series] = {}
+def _ours_esnli(tables_dir: Path, main: pd.DataFrame) -> dict[tuple[str, str, str, str], pd.Series]:
+    """Our e-SNLI numbers keyed like the paper's rows: ``(table, stage, method, selection)``
+    (selection: ``Top-Var``, or ``Unbound`` for the prompted list of free length)."""
+    out: dict[tuple[str, str, str, str], pd.Series] = {}
     esnli = (
         main[main["dataset"] == "esnli"].astype({"measure": str}).set_index(["model", "measure"])
     )
@@ -35,27 +36,29 @@ def _ours_esnli(tables_dir: Path, main: pd.DataFrame) -> dict[tuple[str, str, st
             ("4_flip_rate_pct", "Input×Grad", "ixg_flip_rate"),
         ):
             if (model, measure) in esnli.index:
-                out[(table, stage, method)] = esnli.loc[(model, measure)]
+                out[(table, stage, method, "Top-Var")] = esnli.loc[(model, measure)]
     plaus = read_table(tables_dir, "04_plausibility")
     plaus = plaus[(plaus["dataset"] == "esnli") & (plaus["metric"] == "topvar_f1")]
     flips = read_table(tables_dir, "04_table4_flip_rates")
     flips = flips[flips["dataset"] == "esnli"]
     align = read_table(tables_dir, "02_human_alignment").set_index("system")
-    if "random Top-Var" in align.index and "esnli" in align.columns:  # their Random: random words
-        v, lo, hi = parse_ci(align.loc["random Top-Var", "esnli"])
-        out[("2_alignment_f1", "pretrained", "Random")] = pd.Series(
-            {"value": v, "ci_low": lo, "ci_high": hi, "n": np.nan}
-        )
+    for system, method, selection in (("random Top-Var", "Random", "Top-Var"),  # random words
+                                      ("Unbound", "Prompting", "Unbound")):  # fmt: skip
+        if system in align.index and "esnli" in align.columns:
+            v, lo, hi = parse_ci(align.loc[system, "esnli"])
+            out[("2_alignment_f1", "pretrained", method, selection)] = pd.Series(
+                {"value": v, "ci_low": lo, "ci_high": hi, "n": np.nan}
+            )
     for paper, ours in PAPER_METHODS.items():
         for table, frame, column in (("2_alignment_f1", plaus, "method"),
                                      ("4_flip_rate_pct", flips, "selection")):  # fmt: skip
             hit = frame[frame[column] == ours]
             if len(hit):
-                out.setdefault((table, "pretrained", paper), hit.iloc[0])
+                out.setdefault((table, "pretrained", paper, "Top-Var"), hit.iloc[0])
     for paper in ("Prompting", "Human", "All"):
         hit = flips[flips["selection"] == paper]
         if len(hit):
-            out.setdefault(("4_flip_rate_pct", "pretrained", paper), hit.iloc[0])
+            out.setdefault(("4_flip_rate_pct", "pretrained", paper, "Top-Var"), hit.iloc[0])
     return out
 
 
@@ -65,7 +68,8 @@ def fayyaz_side_by_side(
     """Their Tables 2 (Top-Var alignment F1) and 4 (flip rate) beside ours, on e-SNLI
     (the one dataset both evaluate), pretrained and fine-tuned.
 
-    Returns ``table``, ``stage``, ``method``, ``ours`` (value [CI]; proportions),
+    Returns ``table``, ``stage``, ``method``, ``selection`` (``Top-Var``; ``Unbound`` for
+    the prompted list of free length), ``ours`` (value [CI]; proportions),
     ``ours_value``, ``n``, one column per paper model (proportions, from the reference
     CSV's percentages) and ``paper_min`` / ``paper_max`` over their models. Ours is "—"
     where this compendium does not measure it (e.g. attention after fine-tuning).
@@ -74,17 +78,19 @@ def fayyaz_side_by_side(
     ref = reference[
         reference["table"].isin(["2_alignment_f1", "4_flip_rate_pct"])
         & (reference["dataset"] == "esnli")
-        & (reference["selection"] == "Top-Var")
+        & reference["selection"].isin(["Top-Var", "Unbound"])
     ]
     rows = []
-    for (table, stage, method), grp in ref.groupby(["table", "stage", "method"], sort=False):
-        hit = ours.get((table, stage, method))
+    keys = ["table", "stage", "method", "selection"]
+    for (table, stage, method, selection), grp in ref.groupby(keys, sort=False):
+        hit = ours.get((table, stage, method, selection))
         values = (grp.set_index("model")["value"] / 100).to_dict()
         rows.append(
             {
                 "table": table,
                 "stage": stage,
                 "method": method,
+                "selection": selection,
                 "ours": "—" if hit is None
                 else f"{hit['value']:.2f} [{hit['ci_low']:.2f}, {hit['ci_high']:.2f}]",
                 "ours_value": np.nan if hit is None else float(hit["value"]),
@@ -169,15 +175,16 @@ def fayyaz_directions(
     step0 = _step0(Path(tables_dir))
     rows = []
     for finding, table, hi, lo in FINDINGS:
-        part = side[side["table"] == table].set_index(["stage", "method"])
+        part = side[(side["table"] == table) & (side["selection"] == "Top-Var")]
+        part = part.set_index(["stage", "method"])
         if hi not in part.index or lo not in part.index:
             continue
         a, b = part.loc[hi], part.loc[lo]
         paper = [bool(a[m] > b[m]) for m in models if pd.notna(a.get(m)) and pd.notna(b.get(m))]
         if hi[0] != lo[0]:  # fine-tuned against untrained: notebook 05's own step 0
-            here = _compare(ours.get((table, *hi)), step0.get((table, lo[1])))
+            here = _compare(ours.get((table, *hi, "Top-Var")), step0.get((table, lo[1])))
         else:
-            here = _compare(ours.get((table, *hi)), ours.get((table, *lo)))
+            here = _compare(ours.get((table, *hi, "Top-Var")), ours.get((table, *lo, "Top-Var")))
         rows.append(
             {
                 "finding": finding,

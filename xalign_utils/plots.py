@@ -64,6 +64,27 @@ def set_theme() -> None:
     )
 
 
+def label_panel_grid(
+    fig: plt.Figure,
+    axes,
+    titles: Sequence[str],
+    ylabels: Sequence[str],
+    xlabel: str,
+    bottom: float = 0.06,
+) -> None:
+    """Label a rows × columns grid of panels: ``titles`` over the top row, ``ylabels`` on
+    the first column, ``xlabel`` under the bottom row, and one legend (the first panel's
+    entries) in a row below the grid."""
+    for col, title in enumerate(titles):
+        axes[0, col].set_title(title)
+        axes[-1, col].set_xlabel(xlabel, fontsize="small")
+    for row, label in enumerate(ylabels):
+        axes[row, 0].set_ylabel(label, fontsize="small")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=max(len(labels), 1), fontsize="x-small")
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+
+
 def save_figure(fig: plt.Figure, name: str, folder: Path) -> Path:
     """Save ``fig`` as ``<folder>/<name>.pdf`` and ``.png``; returns the PDF path.
 

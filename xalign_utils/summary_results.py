@@ -46,7 +46,8 @@ def main_results(tables_dir: Path) -> str:
         "Main results (notebook 07, `07_main_results`; every number also a LaTeX macro in "
         "`figures/numbers.tex`): accuracy, the prompted and Input×Grad Top-Var F1 with human "
         "rationales, Input×Grad's comprehensiveness AOPC and flip rate, per model; the "
-        "regularised models are scored with occlusion in 05 (`occ_comp_aopc`):\n\n"
+        "regularised models are scored with occlusion in 05 (`occ_comp_aopc`); a dash is "
+        "not measured, each for the reason `07_main_results_coverage` gives:\n\n"
         + _markdown(
             grid[models].reset_index().rename(columns={"row": "dataset: measure"}).fillna("—")
         )
@@ -86,6 +87,9 @@ def guided_decoding(tables_dir: Path) -> str:
     ]
     can = int(tests["can_reject"].astype(str).eq("True").sum())
     tested = n_tested(tests)
+    # a comparison with no defined value at all is no row: count it against the full grid
+    cells = tests[["dataset", "type", "condition"]].drop_duplicates()
+    absent = len(cells) * tests["metric"].nunique() - len(tests)
     effects = read_table(tables_dir, "06_guided_effects")
     effects = effects[effects["metric"].isin(GUIDED_EFFECTS)]
     effects = effects.assign(
@@ -106,7 +110,10 @@ def guided_decoding(tables_dir: Path) -> str:
         "the named words minus that of as many random words) and `rank_auc_eval` (rank AUC "
         "with an attribution method the steering did not use); mean paired difference, "
         f"bootstrap CI; **✓** = Holm-rejected at 5% over {tested} tests ({len(tests) - tested} "
-        f"comparisons had no pairs); {can} can reject at their n; `06_guided_tests`:"
+        f"comparisons had no pairs, and {absent} are not in the table because the metric was "
+        "undefined for every example: free-text rank AUC is defined only where the answer "
+        "the text states is the prediction whose attribution it is compared with); "
+        f"{can} can reject at their n; `06_guided_tests`:"
         + "".join(
             f"\n\n`{name}`:\n\n" + _markdown(g.rename(columns={"method": "explanation, contrast"}))
             for name, g in zip(names, grids, strict=True)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from .plots import COLUMN_WIDTH_IN
+from .plots import COLUMN_WIDTH_IN, label_panel_grid
 
 #: Checkpoint metrics drawn, with their axis labels.
 PANELS = {
@@ -56,31 +56,51 @@ def checkpoint_metrics(summary: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def loss_summary(curves: pd.DataFrame, first: int = 10, last: int = 10) -> pd.DataFrame:
+    """Per run of ``curves`` (column ``run``): its steps and the mean label loss (and
+    regulariser, where logged) over the ``first`` and the ``last`` steps, the numbers the
+    text quotes from :func:`loss_curves`' figure."""
+    rows = []
+    for run, part in curves.groupby("run", sort=False):
+        row = {"run": run, "steps": len(part), "first_steps": first, "last_steps": last}
+        for col in ("label_loss", "reg"):
+            if col in part:
+                row |= {f"{col}_first": part[col].head(first).mean(),
+                        f"{col}_last": part[col].tail(last).mean()}  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def tradeoff(
     summary: pd.DataFrame, y_metrics: tuple[str, ...] = ("comp_aopc", "rank_auc")
 ) -> plt.Figure:
-    """Accuracy (x) against each metric of ``y_metrics`` (y) per dataset × λ (colour: λ,
-    marker: dataset), with 95% CIs both ways, from a long
+    """One panel per dataset (columns) × metric of ``y_metrics`` (rows): accuracy (x)
+    against the metric (y) for each λ (colour), 95% CIs both ways, from a long
     :func:`~xalign_utils.stats.ci_table` by ``dataset`` and ``lam``."""
     wide = summary.pivot_table(
         index=["dataset", "lam"], columns="metric", values=["value", "ci_low", "ci_high"]
     )
+    datasets = list(dict.fromkeys(wide.index.get_level_values("dataset")))
     lams = sorted(wide.index.get_level_values("lam").unique())
     colours = dict(zip(lams, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
-    markers = dict(zip(wide.index.get_level_values("dataset").unique(), "osD^v", strict=False))
-    fig, axes = plt.subplots(1, len(y_metrics), figsize=(3.1 * len(y_metrics), 2.8), squeeze=False)
-    for ax, metric in zip(axes[0], y_metrics, strict=True):
-        for (dataset, lam), row in wide.iterrows():
-            x, y = row[("value", "correct")], row[("value", metric)]
-            xerr = [[x - row[("ci_low", "correct")]], [row[("ci_high", "correct")] - x]]
-            yerr = [[y - row[("ci_low", metric)]], [row[("ci_high", metric)] - y]]
-            ax.errorbar(
-                x, y, xerr=xerr, yerr=yerr, fmt=markers[dataset], ms=4, capsize=2,
-                color=colours[lam], label=f"{dataset}, λ={lam:g}",
-            )  # fmt: skip
-        ax.set(xlabel="accuracy", ylabel=metric)
-    axes[0, 0].legend(fontsize="x-small")
-    fig.tight_layout()
+    fig, axes = plt.subplots(
+        len(y_metrics), len(datasets), figsize=(COLUMN_WIDTH_IN, 1.1 + 1.9 * len(y_metrics)),
+        squeeze=False, sharex="col",
+    )  # fmt: skip
+    for col, dataset in enumerate(datasets):
+        for row, metric in enumerate(y_metrics):
+            ax = axes[row, col]
+            for lam in lams:
+                if (dataset, lam) not in wide.index:
+                    continue
+                r = wide.loc[(dataset, lam)]
+                x, y = r[("value", "correct")], r[("value", metric)]
+                ax.errorbar(
+                    x, y, xerr=[[x - r[("ci_low", "correct")]], [r[("ci_high", "correct")] - x]],
+                    yerr=[[y - r[("ci_low", metric)]], [r[("ci_high", metric)] - y]],
+                    fmt="o", ms=4, capsize=2, color=colours[lam], label=f"λ = {lam:g}",
+                )  # fmt: skip
+    label_panel_grid(fig, axes, datasets, y_metrics, "accuracy")
     return fig
 
 

@@ -21,7 +21,7 @@ from .config import RunConfig
 from .data import LABELS, load_processed
 from .schema import Example
 from .scoring import predict
-from .stats import bootstrap_ci, macro_f1_fn
+from .stats import bootstrap_ci, bootstrap_paired, macro_f1_fn
 from .store import cached
 from .training_runs import STAGE, load_run_model, run_folder
 
@@ -31,7 +31,8 @@ TARGETS = {"sst2": 0.85, "esnli": 0.55, "hatexplain": 0.55}
 MAX_LABEL_SHARE = 0.60
 #: Columns of :func:`targets_table`, in order.
 COLUMNS = (
-    "run", "dataset", "step", "n", "accuracy", "lo", "hi", "macro_f1", "untrained",
+    "run", "dataset", "step", "n", "accuracy", "lo", "hi", "macro_f1", "macro_f1_lo",
+    "macro_f1_hi", "untrained",
     "untrained_lo", "untrained_hi", "gain", "gain_lo", "gain_hi", "n_paired", "zero_rate",
     "top_label_share", "target", "meets_target", "ci_above_zero_rate", "label_share_ok",
 )  # fmt: skip
@@ -64,7 +65,7 @@ def run_final_predictions(cfg: RunConfig, name: str) -> pd.DataFrame:
 
 def targets_table(final: pd.DataFrame, untrained: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Per run × dataset of ``final`` (:func:`run_final_predictions`): accuracy with its
-    95% bootstrap CI over examples, macro-F1, the untrained model's accuracy on the same
+    95% bootstrap CI over examples, macro-F1 (CI likewise), the untrained model's accuracy on the same
     examples (``untrained``: notebook 02's predictions, columns ``id`` and ``pred``) and
     the paired gain with its CI, the zero rate, the most predicted label's share, and the
     three parts of a met target: accuracy ≥ :data:`TARGETS`, CI above the zero rate, no
@@ -79,6 +80,7 @@ def targets_table(final: pd.DataFrame, untrained: pd.DataFrame, seed: int = 0) -
         old = bootstrap_ci(before, seed=seed)
         gain = bootstrap_ci(correct - before, seed=seed)
         labels = part["label"].value_counts(normalize=True)
+        f1 = bootstrap_paired(part["label"], part["pred"], macro_f1_fn(LABELS[dataset]), seed=seed)
         rows.append(
             {
                 "run": run,
@@ -88,7 +90,9 @@ def targets_table(final: pd.DataFrame, untrained: pd.DataFrame, seed: int = 0) -
                 "accuracy": acc["value"],
                 "lo": acc["ci_low"],
                 "hi": acc["ci_high"],
-                "macro_f1": macro_f1_fn(LABELS[dataset])(part["label"], part["pred"]),
+                "macro_f1": f1["value"],
+                "macro_f1_lo": f1["ci_low"],
+                "macro_f1_hi": f1["ci_high"],
                 "untrained": old["value"],
                 "untrained_lo": old["ci_low"],
                 "untrained_hi": old["ci_high"],

@@ -1,8 +1,15 @@
 """Lexically constrained beam search: dynamic beam allocation (Post & Vilar, 2018) on a KV cache.
 
-Transformers 5 dropped ``constraints=`` / ``force_words_ids=`` from ``generate``; this module
-puts words *into* an output (e.g. make an explanation mention given input words) with the
-grid-free DBA algorithm, batched over prompts with one forward pass per step.
+Transformers 5 dropped ``constraints=`` / ``force_words_ids=`` from ``generate``
+(huggingface/transformers#40518) and points to the Hub repository
+``transformers-community/constrained-beam-search``, which runs only as remote code
+(``trust_remote_code=True``, fetched from the Hub: not offline, and unpinned code); the
+maintained constrained-generation libraries (Outlines, transformers-CFG, guidance) mask each
+step's logits to what a grammar or regular expression allows, with no beam over where the
+required words go (and a regular expression that requires k words in any order spells out
+k! orders). So this module puts words *into* an output (e.g. make an
+explanation mention given input words) with the grid-free DBA algorithm, batched over
+prompts with one forward pass per step.
 
 Search (per prompt, ``k = num_beams``):
 
