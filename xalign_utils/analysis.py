@@ -170,8 +170,9 @@ NOT_MEASURED = (
 
 
 def coverage(main: pd.DataFrame) -> pd.DataFrame:
-    """Every model × measure × dataset cell :func:`main_results` leaves empty (a pooled
-    row, dataset ``all``, covers its measure), with the reason from :data:`NOT_MEASURED` (``unexplained`` when no rule matches, which a test
+    """The model × measure × dataset cells :func:`main_results` leaves empty (a pooled
+    row, dataset ``all``, covers its measure), one row per reason (:data:`NOT_MEASURED`:
+    the models, measures and datasets it empties) (``unexplained`` when no rule matches, which a test
     forbids), so the table's gaps are stated rather than silent."""
     datasets = sorted(set(main["dataset"]) - {"all"})
     have = set(zip(main["model"], main["measure"].astype(str), main["dataset"], strict=True))
@@ -190,12 +191,12 @@ def coverage(main: pd.DataFrame) -> pd.DataFrame:
                 )  # fmt: skip
                 rows.append({"model": model, "measure": measure, "dataset": dataset,
                              "reason": reason})  # fmt: skip
-    cols = ["model", "measure", "reason"]
-    out = pd.DataFrame(rows, columns=[*cols, "dataset"])
+    out = pd.DataFrame(rows, columns=["model", "measure", "dataset", "reason"])
+    join = lambda values: ", ".join(dict.fromkeys(values))  # noqa: E731 (in order, once)
     return (
-        out.groupby(cols, sort=False)["dataset"]
-        .agg(", ".join)
-        .reset_index()[[*cols[:2], "dataset", "reason"]]
+        out.groupby("reason", sort=False)
+        .agg(models=("model", join), measures=("measure", join), datasets=("dataset", join))
+        .reset_index()[["models", "measures", "datasets", "reason"]]
     )
 
 
