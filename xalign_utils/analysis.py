@@ -175,7 +175,10 @@ def coverage(main: pd.DataFrame) -> pd.DataFrame:
     the models, measures and datasets it empties) (``unexplained`` when no rule matches, which a test
     forbids), so the table's gaps are stated rather than silent."""
     datasets = sorted(set(main["dataset"]) - {"all"})
-    have = set(zip(main["model"], main["measure"].astype(str), main["dataset"], strict=True))
+    measured = main[main["value"].notna()]  # a row without a value (n = 0) is a gap too
+    have = set(
+        zip(measured["model"], measured["measure"].astype(str), measured["dataset"], strict=True)
+    )
     rows = []
     for model in dict.fromkeys(main["model"]):
         kind = "regularised" if str(model).startswith("regularised") else model
