@@ -53,7 +53,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "attribution explanations faithfulness training decoding",
         "plausibility consistency validation comparisons",
         "runner planted checks baselines metric_tables validation_runs training_runs regularised_runs "
-        "guided_runs guided_measures next_token_runs competence training_targets",
+        "guided_runs guided_measures next_token_runs competence training_targets training_fayyaz",
         "summary_format",
         "reports plots summary_results training_plots guided_plots test_sentences",
         "metric_plots",

@@ -59,6 +59,17 @@ def _ours_esnli(tables_dir: Path, main: pd.DataFrame) -> dict[tuple[str, str, st
         hit = flips[flips["selection"] == paper]
         if len(hit):
             out.setdefault(("4_flip_rate_pct", "pretrained", paper, "Top-Var"), hit.iloc[0])
+    # after fine-tuning: notebook 05's final adapter with 04's selections (the checkpoint
+    # rows above, on the same examples, come first)
+    final = read_table(tables_dir, "05_fayyaz_final")
+    final = final[final["dataset"] == "esnli"]
+    names = {**{ours: paper for paper, ours in PAPER_METHODS.items()},
+             **{p: p for p in ("Prompting", "Human", "All")}}  # fmt: skip
+    for r in final.itertuples():
+        table = "2_alignment_f1" if r.metric == "f1" else "4_flip_rate_pct"
+        if r.selection in names and pd.notna(r.value):
+            key = (table, "finetuned", names[r.selection], "Top-Var")
+            out.setdefault(key, pd.Series(r._asdict()))
     return out
 
 
