@@ -23,7 +23,8 @@ from .attribution import attribute
 from .config import REFERENCE_DIR, RunConfig
 from .explanations import elicit, parse_outputs
 from .faithfulness import flip_table
-from .metric_tables import TABLE4_ALL, TABLE4_HUMAN, StageInputs, topvar_selections
+from .metric_tables import TABLE4_PROMPTED, StageInputs, topvar_selections
+from .plausibility import topvar_f1
 from .schema import Example
 from .stats import ci_table, token_f1
 from .store import cached
@@ -46,10 +47,10 @@ def paper_datasets(train_datasets: Sequence[str], reference: Path | None = None)
 def final_selections_table(
     model, tokenizer, examples: Sequence[Example], cfg: RunConfig
 ) -> pd.DataFrame:
-    """Per example × Table-4 selection of ``model``: ``f1`` (Top-Var F1 of the selected
-    words with the human rationale; NaN for the human rationale and every word, which
-    would be trivially 1 and the rationale's share) and ``flipped`` (masking them changes
-    the prediction), with ``n_erased``."""
+    """Per example × Table-4 selection of ``model``: ``f1`` (Top-Var F1 with the human
+    rationale, as 04 and 02 measure the base model's; NaN for the human rationale and
+    every word, trivially 1 and the rationale's share) and ``flipped`` (masking the
+    selection's words changes the prediction), with ``n_erased``."""
     by_id = {ex.id: ex for ex in examples}
     attributions = attribute(
         model, tokenizer, examples, list(METHODS), batch_size=cfg.batch_size, target="pred"
@@ -78,11 +79,15 @@ def final_selections_table(
         mask_text=cfg.mask_text,
         batch_size=cfg.batch_size,
     )
+    # as the base model's are measured: a method's Top-Var F1 ranks the annotated words
+    # (04's plausibility), the prompted list is taken as written (02, 05's checkpoints)
     f1 = {
-        (name, i): token_f1(list(pos), by_id[i].flat_rationale())
-        for name, chosen in selections.items()
-        if name not in (TABLE4_HUMAN, TABLE4_ALL)
-        for i, pos in chosen.items()
+        (rec.method, rec.id): topvar_f1(rec.magnitude, by_id[rec.id].flat_rationale())
+        for rec in attributions.itertuples()
+    }
+    f1 |= {
+        (TABLE4_PROMPTED, i): token_f1(list(pos), by_id[i].flat_rationale())
+        for i, pos in selections.get(TABLE4_PROMPTED, {}).items()
         if by_id[i].rationale_positions()
     }
     keys = zip(flips["selection"], flips["id"], strict=True)
