@@ -83,7 +83,7 @@ def fayyaz_side_by_side(
     the prompted list of free length), ``ours`` (value [CI]; proportions),
     ``ours_value``, ``n``, one column per paper model (proportions, from the reference
     CSV's percentages) and ``paper_min`` / ``paper_max`` over their models. Ours is "—"
-    where this compendium does not measure it (e.g. attention after fine-tuning).
+    where this compendium does not measure it (e.g. the Unbound list after fine-tuning).
     """
     ours = _ours_esnli(Path(tables_dir), main)
     ref = reference[
