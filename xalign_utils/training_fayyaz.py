@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .attribution import attribute
+from .attribution.status import usable
 from .config import REFERENCE_DIR, RunConfig
 from .explanations import elicit, parse_outputs
 from .faithfulness import flip_table
@@ -52,10 +53,11 @@ def final_selections_table(
     every word, trivially 1 and the rationale's share) and ``flipped`` (masking the
     selection's words changes the prediction), with ``n_erased``."""
     by_id = {ex.id: ex for ex in examples}
-    attributions = attribute(
-        model, tokenizer, examples, list(METHODS), batch_size=cfg.batch_size, target="pred"
+    attributions = usable(
+        attribute(
+            model, tokenizer, examples, list(METHODS), batch_size=cfg.batch_size, target="pred"
+        )
     )
-    attributions = attributions[attributions["status"] == "ok"]
     raw = elicit(
         model,
         tokenizer,
