@@ -233,13 +233,13 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
 
 
 KILLED_RUN = """
-import sys, time
+import json, sys, time
 import torch
 from xalign_utils import data, models, training
 from xalign_utils.planted import build_planted_model
 
 torch.set_num_threads(1)
-out, lr = sys.argv[1], float(sys.argv[2])
+out, fields = sys.argv[1], json.loads(sys.argv[2])
 _, tokenizer = models.load_model(None, for_gradients=True, device="cpu")
 model = build_planted_model(tokenizer, steps=25)
 saves, save = [], torch.save
@@ -255,8 +255,7 @@ def save_then_hang(obj, path, *args, **kwargs):
 
 
 torch.save = save_then_hang
-cfg = training.TrainConfig(lr=lr, epochs=3, batch_size=8, warmup_steps=2, lora_dropout=0.1,
-                           max_grad_norm=1.0, checkpoint_steps=3)
+cfg = training.TrainConfig(**fields)  # the parent's config, field for field
 training.train(model, tokenizer, data.make_synthetic(64, seed=1, length=6), None, cfg, out,
                progress=False)
 """
@@ -270,7 +269,9 @@ def test_a_run_killed_mid_checkpoint_resumes_to_the_uninterrupted_weights(
     cfg = dataclasses.replace(FAST, lora_dropout=0.1, checkpoint_steps=3)
     script, out = tmp_path / "run.py", tmp_path / "killed"
     script.write_text(KILLED_RUN)
-    child = subprocess.Popen([sys.executable, str(script), str(out), str(cfg.lr)])
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(out), json.dumps(dataclasses.asdict(cfg))]
+    )
     half = out / "checkpoints" / "step-0000008.tmp" / "state.pt"
     deadline = time.monotonic() + 300
     while not half.exists() and child.poll() is None and time.monotonic() < deadline:

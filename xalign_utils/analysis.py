@@ -169,6 +169,11 @@ NOT_MEASURED = (
 )  # fmt: skip
 
 
+def _listed(values: pd.Series) -> str:
+    """The distinct values, in order, comma-separated."""
+    return ", ".join(dict.fromkeys(values))
+
+
 def coverage(main: pd.DataFrame) -> pd.DataFrame:
     """The model × measure × dataset cells :func:`main_results` leaves empty (a pooled
     row, dataset ``all``, covers its measure), one row per reason (:data:`NOT_MEASURED`:
@@ -195,10 +200,11 @@ def coverage(main: pd.DataFrame) -> pd.DataFrame:
                 rows.append({"model": model, "measure": measure, "dataset": dataset,
                              "reason": reason})  # fmt: skip
     out = pd.DataFrame(rows, columns=["model", "measure", "dataset", "reason"])
-    join = lambda values: ", ".join(dict.fromkeys(values))  # noqa: E731 (in order, once)
     return (
         out.groupby("reason", sort=False)
-        .agg(models=("model", join), measures=("measure", join), datasets=("dataset", join))
+        .agg(
+            models=("model", _listed), measures=("measure", _listed), datasets=("dataset", _listed)
+        )
         .reset_index()[["models", "measures", "datasets", "reason"]]
     )
 
