@@ -46,8 +46,6 @@ def markers(block: str) -> tuple[str, str]:
     )
 
 
-START, END = markers("results")
-
 #: Primary-test tables of notebook 04: (table, question, metric it tests).
 PRIMARY_TABLES = (
     ("04_consistency_primary", "explanations agree with the attribution", "rank AUC"),
