@@ -14,7 +14,8 @@ PROFILE ?= default
 # (DATASETS=xnli-en,xnli-de) keeps its own folder (RunConfig.run_name), never the profile's.
 comma := ,
 space := $(subst ,, )
-PROFILE_DATASETS := esnli,sst2,hatexplain
+# The profile's own datasets (RunConfig.datasets; smoke keeps two, make test's budget).
+PROFILE_DATASETS := $(if $(filter smoke,$(PROFILE)),esnli$(comma)sst2,esnli$(comma)sst2$(comma)hatexplain)
 RUN_DATASETS := $(filter-out $(PROFILE_DATASETS),$(subst $(space),,$(DATASETS)))
 RUN_DIR := runs/$(PROFILE)$(if $(ADAPTER),+$(ADAPTER))$(if $(RUN_DATASETS),+$(subst $(comma),+,$(RUN_DATASETS)))
 

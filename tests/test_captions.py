@@ -54,3 +54,18 @@ def test_numeric_keys_name_their_column():
     assert (
         text == "highest value 0.8 (a, layers_randomised 0); lowest 0.5 (b, layers_randomised 31)"
     )
+
+
+def test_every_caption_rule_reads_a_committed_table_and_its_columns():
+    """A rule naming a table the notebooks do not write (or a column it lacks) would
+    caption its figure "not found" in every run."""
+    from xalign_utils.config import TABLES_DIR
+
+    for pattern, spec in captions.FIGURES.items():
+        if not spec.table:
+            continue
+        table = captions._read(TABLES_DIR, spec.table)
+        assert table is not None, f"{pattern}: {spec.table}.csv is not in {TABLES_DIR}"
+        wanted = [*spec.where, *spec.labels, *([spec.value] if spec.value else [])]
+        missing = [c for c in wanted if c not in table]
+        assert not missing, f"{pattern}: {spec.table} lacks {missing}"

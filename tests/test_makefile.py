@@ -247,6 +247,14 @@ def test_a_run_on_other_datasets_has_its_own_outputs(repo):
     assert all(
         "runs/smoke+xnli-de+xnli-fr/" in c and "-p DATASETS 'xnli-de,xnli-fr'" in c for c in calls
     )
+    # each profile's own datasets keep its folder; another profile's are a track of this one
+    own = papermill_calls(
+        make(repo, "-n", NOTEBOOKS[0][:2], "PROFILE=smoke", "DATASETS=esnli,sst2")
+    )
+    assert own and all("runs/smoke/" in c for c in own)
+    wide = "DATASETS=esnli,sst2,hatexplain"
+    calls = papermill_calls(make(repo, "-n", NOTEBOOKS[0][:2], "PROFILE=smoke", wide))
+    assert calls and all("runs/smoke+esnli+sst2+hatexplain/" in c for c in calls)
 
 
 def test_the_xnli_track_runs_before_the_last_notebook_outside_smoke(repo):
@@ -350,5 +358,11 @@ def test_the_makefile_knows_the_profiles_datasets():
     """RUN_DIR leaves out DATASETS equal to the profile's, as RunConfig.run_name does."""
     from xalign_utils.config import PROFILES
 
-    line = re.search(r"^PROFILE_DATASETS := (\S+)$", (ROOT / "Makefile").read_text(), re.M)
-    assert {",".join(p.datasets) for p in PROFILES.values()} == {line.group(1)}
+    line = re.search(
+        r"^PROFILE_DATASETS := \$\(if \$\(filter smoke,\$\(PROFILE\)\),(\S+),(\S+)\)$",
+        (ROOT / "Makefile").read_text(),
+        re.M,
+    )
+    smoke, other = (g.replace("$(comma)", ",") for g in line.groups())
+    for name, profile in PROFILES.items():
+        assert ",".join(profile.datasets) == (smoke if name == "smoke" else other), name

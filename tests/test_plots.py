@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from xalign_utils import plots
+from xalign_utils import plots, reports
 from xalign_utils.plots import save_figure, save_table
 from xalign_utils.schema import Example
 
@@ -72,7 +72,12 @@ PREDICTIONS = pd.DataFrame(
 
 def test_label_distribution_counts_gold_labels(tmp_path):
     exs = {"sst2": [_example("1", "sst2", "positive"), _example("2", "sst2", "negative")]}
-    fig = plots.label_distribution(exs, xlabel="evaluation examples")
+    counts = reports.label_counts(exs)
+    assert counts[["label", "n", "share"]].values.tolist() == [
+        ["positive", 1, 0.5],
+        ["negative", 1, 0.5],
+    ]
+    fig = plots.label_distribution(counts, xlabel="evaluation examples")
     ax = fig.axes[0]
     assert sorted(p.get_width() for p in ax.patches if p.get_width()) == [1, 1]
     assert ax.get_xlabel() == "evaluation examples"

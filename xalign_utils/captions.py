@@ -35,7 +35,12 @@ class FigureSpec:
 #: Figure name pattern → its spec. The first match wins; names are the saved stems.
 FIGURES: dict[str, FigureSpec] = {
     r"01_dataset_sizes": FigureSpec("Rows per raw source and split.", "01_datasets"),
-    r"01_label_distribution": FigureSpec("Gold labels of each evaluation split.", ""),
+    r"01_label_distribution": FigureSpec(
+        "Gold labels of each evaluation split.",
+        "01_label_distribution",
+        value="share",
+        labels=("dataset", "label"),
+    ),
     r"01_rationale_lengths": FigureSpec(
         "Human-rationale length per source (test splits; movies: all reviews).",
         "01_datasets",
@@ -98,9 +103,18 @@ FIGURES: dict[str, FigureSpec] = {
         {"metric": "rank_auc"},
         labels=("explanation", "layers_randomised"),
     ),
-    r"05_loss_plain": FigureSpec("Training loss per step of the plain LoRA run.", ""),
+    r"05_loss_plain": FigureSpec(
+        "Training loss per step of the plain LoRA run; its mean over the last logged steps.",
+        "05_loss_plain_summary",
+        value="label_loss_last",
+        labels=("run",),
+    ),
     r"05_loss_regularised": FigureSpec(
-        "Label loss and regulariser per step of each regularised run.", ""
+        "Label loss and regulariser per step of each regularised run; the regulariser's mean"
+        " over the last logged steps.",
+        "05_loss_regularised_summary",
+        value="reg_last",
+        labels=("run",),
     ),
     r"0[57]_checkpoints": FigureSpec(
         "Accuracy over fine-tuning checkpoints.", "05_checkpoints", value="correct"

@@ -287,9 +287,13 @@ UNHASHED_FIELDS = tuple(
     "next_token_ig_steps core_only".split()
 )
 
+SMOKE_METHODS = """random position_from_start position_from_end tokens_per_word word_rarity
+attention attention_rollout saliency input_x_gradient integrated_gradients occlusion lime noiser"""  # not flow, gradient SHAP, KernelSHAP
 PROFILES: dict[str, RunConfig] = {
-    "smoke": RunConfig(
+    "smoke": RunConfig(  # make test's budget (README): two datasets, 13 methods
         profile="smoke",
+        datasets=("esnli", "sst2"),
+        methods=tuple(SMOKE_METHODS.split()),
         n_eval=6,
         n_train=16,
         batch_size=8,
@@ -299,7 +303,7 @@ PROFILES: dict[str, RunConfig] = {
         n_attr=3,
         n_attr_costly=1,  # make test's budget: every many-pass method on one example each
         n_attr_noiser=1,
-        n_next_token=(2, 1),
+        n_next_token=(1, 1),
         next_token_ig_steps=4,
         n_samples=8,
         noise_samples=2,
@@ -307,7 +311,7 @@ PROFILES: dict[str, RunConfig] = {
         n_faith=1,
         train_datasets=("esnli", "sst2"),  # make test's budget: the mixing path, no more
         train_per_dataset=8,
-        train_batch_size=8,
+        train_batch_size=4,
         train_checkpoints=3,
         n_train_eval=2,
         reg_lambdas=(0.0, 1.0),
@@ -320,12 +324,8 @@ PROFILES: dict[str, RunConfig] = {
         guide_k=2,
         guide_beams=2,
     ),
-    # IG 128 steps (median completeness error 1.2% on 12 examples, 134% at 16 steps:
-    # bench/ig_steps.csv); LIME/KernelSHAP 32 samples on 6 per dataset; Noiser 4 samples ×
-    # 6 bisections on 12 (it bisects only the tokens that lose the prediction at the top σ).
-    # Notebook 05 within 35 min (README, fine-tuning): 800 SST-2 + 100 e-SNLI/HateXplain
-    # examples at 5e-4 (bench/probe_sst2_800_mixed.csv: SST-2 0.87 held out, 7.6 min), 30
-    # evaluation examples per dataset at 4 points, 6 regularised runs of 6 steps on 10 each.
+    # IG 128 steps (bench/ig_steps.csv); LIME/KernelSHAP 32 samples, Noiser 4 × 6 on 12; 05:
+    # 800 SST-2 + 100 e-SNLI/HateXplain at 5e-4 in ≤ 35 min (README, fine-tuning; bench/).
     "default": RunConfig(
         profile="default",
         ig_steps=128,

@@ -211,15 +211,11 @@ def save_figures(figures: Mapping[str, plt.Figure], folder: Path) -> list[Path]:
 # --------------------------------------------------------------------------- notebook 01
 
 
-def label_distribution(
-    examples_by_dataset: Mapping[str, Sequence[Example]], xlabel: str
-) -> plt.Figure:
-    """Horizontal counts of gold labels per dataset (one bar colour per label)."""
-    labels = pd.DataFrame(
-        [{"dataset": d, "label": ex.label} for d, exs in examples_by_dataset.items() for ex in exs]
-    )
+def label_distribution(counts: pd.DataFrame, xlabel: str) -> plt.Figure:
+    """Horizontal counts of gold labels per dataset (one bar colour per label), from
+    :func:`xalign_utils.reports.label_counts`."""
     fig, ax = plt.subplots()
-    sns.countplot(data=labels, y="dataset", hue="label", ax=ax)
+    sns.barplot(data=counts, y="dataset", x="n", hue="label", ax=ax)
     ax.set(xlabel=xlabel, ylabel="")
     ax.legend(ncol=2, fontsize="x-small", frameon=False, loc="lower right")
     return fig

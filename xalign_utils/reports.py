@@ -188,6 +188,16 @@ def label_by_meta(examples: Sequence[Example], key: str) -> pd.DataFrame:
     return pd.crosstab(labels, values, margins=True)
 
 
+def label_counts(examples_by_dataset: Mapping[str, Sequence[Example]]) -> pd.DataFrame:
+    """Gold labels per dataset: ``dataset``, ``label``, ``n`` and ``share`` of the dataset
+    (notebook 01's ``01_label_distribution`` table and figure)."""
+    labels = pd.DataFrame(
+        [{"dataset": d, "label": ex.label} for d, exs in examples_by_dataset.items() for ex in exs]
+    )
+    counts = labels.value_counts(["dataset", "label"], sort=False).rename("n").reset_index()
+    return counts.assign(share=counts["n"] / counts.groupby("dataset")["n"].transform("sum"))
+
+
 def split_summary(splits: Mapping[tuple[str, str], Sequence[Example]]) -> pd.DataFrame:
     """One row per ``(dataset, role)`` split with :func:`xalign_utils.data.summarise`'s counts."""
     return pd.DataFrame(
