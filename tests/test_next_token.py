@@ -113,12 +113,12 @@ def test_erasure_reads_the_greedy_token(model_and_tokenizer):
 
 def test_sizes_and_names_are_checked(tmp_path, monkeypatch):
     cfg = config.from_parameters({"PROFILE": "smoke"})
-    assert next_token_runs.table_name(cfg) == "next_token_knowns2_longra1_ig4"
+    assert next_token_runs.table_name(cfg) == "next_token_knowns1_longra1_ig4"
     with pytest.raises(ValueError, match="same length"):
         next_token_runs.table_name(replace(cfg, n_next_token=(1,)))
     with pytest.raises(ValueError, match="not next-token datasets"):
         next_token_runs.table_name(replace(cfg, next_token_datasets=("sst2", "knowns")))
-    monkeypatch.setattr(next_token_runs, "load_processed", lambda *_: knowns()[:1])
+    monkeypatch.setattr(next_token_runs, "load_processed", lambda *_: [])
     with pytest.raises(ValueError, match="N_EVAL"):
         next_token_runs.prompts(cfg)
 
