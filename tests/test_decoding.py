@@ -70,16 +70,17 @@ def test_plan_keeps_groups_together_and_respects_the_batch_size():
 def test_greedy_generate_equals_model_generate(lm, cases):
     model, tok = lm
     _, ids, groups = cases
-    new = greedy_generate(model, tok, ids, 20, batch_size=4, groups=groups)
-    old = models.generate(model, tok, ids, 20, batch_size=16)
+    new = greedy_generate(model, tok, ids, 14, batch_size=4, groups=groups)
+    old = models.generate(model, tok, ids, 14, batch_size=16)
     assert [g.text for g in new] == [o["text"] for o in old]
     assert [g.hit_limit for g in new] == [o["hit_limit"] for o in old]
+    assert 0 < sum(g.hit_limit for g in new) < len(new)  # some end by themselves, some hit 14
     # per-prompt budgets: a prompt stops at its own
-    short = greedy_generate(model, tok, ids, [3] * 3 + [20] * 6, batch_size=9, groups=groups)
+    short = greedy_generate(model, tok, ids, [3] * 3 + [14] * 6, batch_size=9, groups=groups)
     assert all(len(g.tokens) <= 3 for g in short[:3])
     assert [g.tokens for g in short[3:]] == [g.tokens for g in new[3:]]
     # one row ending early stays in the cache (8 of 9 alive, above COMPACT_BELOW), fed pads
-    one = greedy_generate(model, tok, ids, [2] + [20] * 8, batch_size=9, groups=groups)
+    one = greedy_generate(model, tok, ids, [2] + [14] * 8, batch_size=9, groups=groups)
     assert len(one[0].tokens) <= 2
     assert [g.tokens for g in one[1:]] == [g.tokens for g in new[1:]]
 
