@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xalign_utils import attribution, data, forward, models
+from xalign_utils import attribution, data, forward, machine, models
 from xalign_utils.prompts import render
 
 TOKENIZER = None
@@ -49,18 +49,6 @@ NOISER = {"noise_samples": 4, "bisection_steps": 6}
 INSEQ_OVERLAY = Path(__file__).with_name(".inseq")
 IG_STEPS = 16
 BATCH = 8
-
-
-def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """Measured fp32 matmul throughput of this machine (best of ``repeats``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
 
 
 def forward_flops(model, n_tokens: int) -> float:
@@ -257,7 +245,7 @@ def main() -> None:
     targets = first_token_targets(model, tok, examples)
     target_texts = [tok.decode([t]) for t in targets]
     tokens = int(batch.mask.sum())
-    peak = matmul_peak_gflops()
+    peak = machine.matmul_gflops()
     print(
         f"{N_PROMPTS} e-SNLI chat prompts, {tokens / N_PROMPTS:.0f} tokens each on average; "
         f"fp32 matmul peak {peak:.0f} GFLOP/s; torch {torch.__version__}, "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from xalign_utils import config
+from xalign_utils import config, machine
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +53,14 @@ def planted_model(tokenizer):
     from xalign_utils.planted import build_planted_model
 
     return build_planted_model(tokenizer)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    """The machine's CPU, threads and fp32 matmul throughput: durations (``--durations``)
+    only compare between runs beside it (CI's machine runs 2-3x slower than some)."""
+    facts = machine.summary()
+    terminalreporter.write_line(
+        "machine: {cpu}; {cpus} CPUs, torch {torch_threads} threads, "
+        "fp32 matmul {matmul_gflops} GFLOP/s (2048², best of 5)".format(**facts)
+    )
