@@ -232,13 +232,10 @@ def test_runs_store_their_tables_under_the_stage(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_planted_model_ranks_the_trigger_first(tokenizer):
-    from xalign_utils.planted import build_planted_model
-
-    planted = build_planted_model(tokenizer, seed=0)
+def test_planted_model_ranks_the_trigger_first(planted_model, tokenizer):
     examples = make_synthetic(8, seed=0, length=8)
     out = validation_runs.planted_table(
-        planted,
+        planted_model,
         tokenizer,
         examples,
         ["random", "occlusion"],
