@@ -87,3 +87,13 @@ def test_an_output_naming_nothing_scores_zero_comprehensiveness_not_nan():
     table = pd.DataFrame({"id": ["a"], "type": ["Top-Var list"], "positions": [[]]})
     out = guided_measures.comprehensiveness(None, None, load_config("smoke"), table, {"a": ex})
     assert out[["comp", "comp_random", "comp_gain"]].iloc[0].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_failure_flags_are_logical_on_mixed_roles():
+    """A word list's ``parse_failure`` beside free text's ``None`` is an object column; the
+    flag must stay a bool (``~`` on objects gave -1/-2 "parse rates" in 06's summary)."""
+    table = pd.DataFrame({"parse_failure": pd.Series([False, True, None], dtype=object)})
+    flags = guided_measures.failed(table, "parse_failure")
+    assert flags.dtype == bool and flags.tolist() == [False, True, True]
+    assert (~flags).astype(float).tolist() == [1.0, 0.0, 0.0]
+    assert guided_measures.failed(table, "answer_failure").all()  # no column: failed

@@ -39,6 +39,16 @@ SECONDARY = ("rank_auc_steer", "f1_human", "log_ppl", "parsed", "answer_correct"
 REFERENCE = {"constrained": "beam"}
 
 
+def failed(table: pd.DataFrame, column: str) -> pd.Series:
+    """A failure flag of :func:`~xalign_utils.explanations.parse_outputs` as bools, missing
+    (the column, or a row of another role) counted as failed. The flags arrive as objects
+    when roles mix (``None`` beside bools), and ``~`` on an object column is Python's
+    integer ``~`` (``~True == -2``), not a logical not."""
+    if column not in table:
+        return pd.Series(True, index=table.index)
+    return table[column].astype("boolean").fillna(True).astype(bool)
+
+
 def explanation_key(frame: pd.DataFrame) -> pd.Series:
     """``<explanation type> | <condition>``: one name per role × condition."""
     return frame["role"].map(EXPLANATIONS) + " | " + frame["condition"]
@@ -77,9 +87,9 @@ def evaluate_guided(
     }
     table["n_named"] = table["positions"].map(len)
     is_list = table["role"].isin(WORD_LIST_ROLES)
-    answered = ~table.get("answer_failure", pd.Series(True, index=table.index)).fillna(True)
-    has_text = ~table.get("empty_explanation", pd.Series(True, index=table.index)).fillna(True)
-    listed = ~table.get("parse_failure", pd.Series(True, index=table.index)).fillna(True)
+    answered, has_text, listed = (
+        ~failed(table, col) for col in ("answer_failure", "empty_explanation", "parse_failure")
+    )
     table["parsed"] = np.where(is_list, listed, has_text & answered).astype(float)
     about_pred = is_list | (table.get("answer") == table["asked_label"])
     for col, method in (("rank_auc_eval", evaluate), ("rank_auc_steer", steer)):
