@@ -290,7 +290,7 @@ UNHASHED_FIELDS = tuple(
 SMOKE_METHODS = """random position_from_start tokens_per_word word_rarity attention input_x_gradient
 integrated_gradients occlusion lime noiser"""  # one of each null and family; tests cover the rest
 PROFILES: dict[str, RunConfig] = {
-    "smoke": RunConfig(  # make test's budget (README): two datasets, 13 methods
+    "smoke": RunConfig(  # make test's budget (README): two datasets, 10 methods
         profile="smoke",
         datasets=("esnli", "sst2"),
         methods=tuple(SMOKE_METHODS.split()),
