@@ -83,7 +83,9 @@ def test_occlusion_equals_the_measured_drop(model_and_tokenizer, examples, monke
     monkeypatch.setattr(
         perturbation, "with_prefix", lambda b, kv, n: cuts.append(n) or real(b, kv, n)
     )
-    df = A.attribute(model, tok, mixed, "occlusion", batch_size=2, perturbations_per_eval=4)
+    df = A.attribute(
+        model, tok, mixed, "occlusion", many_pass_batch_size=2, perturbations_per_eval=4
+    )
     batch = FW.prepare(model, tok, mixed)
     assert len(set(cuts)) > 2 and min(cuts) > batch.prefix_len  # later calls skip words
     full, inp = FW.input_embeddings(model, batch)
@@ -110,6 +112,14 @@ def test_batching_does_not_change_scores(model_and_tokenizer, examples):
     together = A.attribute(model, tok, mixed, "input_x_gradient", batch_size=3)
     alone = pd.concat([A.attribute(model, tok, [ex], "input_x_gradient") for ex in mixed])
     for a, b in zip(together["signed"], alone["signed"], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    # many-pass methods: one example per batch by default, the same scores as a padded batch
+    methods = ["integrated_gradients", "input_x_gradient", "occlusion"]
+    one = A.attribute(model, tok, mixed, methods, ig_steps=4)
+    padded = A.attribute(model, tok, mixed, methods, ig_steps=4, many_pass_batch_size=3)
+    assert list(one["method"]) == list(padded["method"]) == methods * len(mixed)
+    assert list(one["id"]) == [ex.id for ex in mixed for _ in methods]
+    for a, b in zip(one["signed"], padded["signed"], strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
 
 
