@@ -92,13 +92,14 @@ all: $(EXECUTED) ## execute every numbered notebook in order into runs/$(PROFILE
 # best null); no extra datasets, so the profile's processed splits are left alone;
 # CORE_ONLY=1: none of what 07 does not read from it, i.e. 02's scoring sensitivity and
 # 04's erasure faithfulness and Table-4 flips, ~5 of its ~15 min; RATIONALE_LABELS=pred:
-# word lists for the predicted label only, the ones 04's consistency and 07 read), into
+# word lists for the predicted label only, the ones 04's consistency and 07 read;
+# N_EXPLAIN: word lists and free text for the 24 attributed examples only, likewise), into
 # runs/$(PROFILE)+xnli-en+xnli-de+xnli-fr/. `make all` runs it before 07 except under
 # smoke, where 07 reports it as not run.
 XNLI_DATASETS ?= xnli-en,xnli-de,xnli-fr
 XNLI_METHODS ?= random,position_from_start,position_from_end,tokens_per_word,word_rarity,$\
   attention,attention_rollout,attention_flow,saliency,input_x_gradient
-XNLI_PARAMS ?= $(if $(filter smoke,$(PROFILE)),,N_EVAL=48 N_ATTR=24 N_FAITH=2) \
+XNLI_PARAMS ?= $(if $(filter smoke,$(PROFILE)),,N_EVAL=48 N_ATTR=24 N_EXPLAIN=24 N_FAITH=2) \
   METHODS=$(XNLI_METHODS) EXTRA_DATASETS=$(XNLI_DATASETS) CORE_ONLY=1 RATIONALE_LABELS=pred
 XNLI_LAST := runs/$(PROFILE)+$(subst $(comma),+,$(XNLI_DATASETS))/$(notdir $(filter notebooks/04_%,$(NOTEBOOKS)))
 

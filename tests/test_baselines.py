@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -104,6 +105,30 @@ def test_elicit_free_text_doubles_the_token_budget(monkeypatch):
     out = B.elicit_free_text(None, None, [_example("a", "positive")], cfg)
     assert [c[1] for c in calls] == [2 * cfg.max_new_tokens]
     assert list(out["role"]) == list(B.FREE_TEXT_ROLES)
+
+
+def test_n_explain_keeps_the_first_examples_of_each_dataset(monkeypatch):
+    requested = []
+
+    def fake_elicit_many(model, tokenizer, requests, **kwargs):
+        requested.append(sorted({ex.id for ex, _, _ in requests}))
+        return pd.DataFrame({"id": [ex.id for ex, _, _ in requests],
+                             "role": [r for _, r, _ in requests],
+                             "asked_label": [lab for _, _, lab in requests]})  # fmt: skip
+
+    monkeypatch.setattr(B, "elicit_many", fake_elicit_many)
+    esnli = [replace(_example(f"e{i}", "positive"), dataset="esnli") for i in range(3)]
+    examples = [_example("a", "positive"), *esnli, _example("b", "negative")]
+    assert B.explained(examples, load_config("smoke")) == examples  # 0: all of them
+    cfg = load_config("smoke", n_explain=2)
+    assert [ex.id for ex in B.explained(examples, cfg)] == ["a", "e0", "e1", "b"]
+    preds = pd.DataFrame({"id": [ex.id for ex in examples], "pred": "positive"})
+    B.elicit_rationales(None, None, examples, preds, cfg)
+    B.elicit_free_text(None, None, examples, cfg)
+    assert requested == [["a", "b", "e0", "e1"]] * 2
+    # a subset is a run of its own; at 0 the hash is what it was before the field existed
+    assert cfg.hash() != load_config("smoke").hash()
+    assert load_config("default").hash() == "d57f75e5dd2e"
 
 
 def test_parse_free_text_adds_the_scored_prediction():

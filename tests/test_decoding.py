@@ -14,6 +14,7 @@ from xalign_utils.decoding.generation import (
     continuation_logprobs,
     eos_ids,
     greedy_generate,
+    greedy_texts,
     plan_batches,
 )
 from xalign_utils.decoding.steering import (
@@ -74,6 +75,7 @@ def test_greedy_generate_equals_model_generate(lm, cases):
     old = models.generate(model, tok, ids, 14, batch_size=16)
     assert [g.text for g in new] == [o["text"] for o in old]
     assert [g.hit_limit for g in new] == [o["hit_limit"] for o in old]
+    assert greedy_texts(model, tok, ids, 14, batch_size=4) == old  # models.generate's format
     assert 0 < sum(g.hit_limit for g in new) < len(new)  # some end by themselves, some hit 14
     # per-prompt budgets: a prompt stops at its own
     short = greedy_generate(model, tok, ids, [3] * 3 + [14] * 6, batch_size=9, groups=groups)

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from . import scoring
 from .config import RunConfig
+from .decoding.generation import greedy_texts
 from .explanations import elicit_many, parse_outputs
 from .schema import Example
 from .stats import bootstrap_ci, format_ci
@@ -39,10 +41,38 @@ def raw_rationales_name(cfg: RunConfig) -> str:
     return "rationales_raw_" + cfg.rationale_labels.replace(",", "_")
 
 
+def predict(model, tokenizer, examples: Sequence[Example], cfg: RunConfig) -> pd.DataFrame:
+    """:func:`xalign_utils.scoring.predict` with the greedy answers decoded on the shared
+    prompt prefix's cache (:func:`xalign_utils.decoding.generation.greedy_texts`)."""
+    return scoring.predict(
+        model,
+        tokenizer,
+        examples,
+        cfg.batch_size,
+        gen_batch_size=cfg.gen_batch_size,
+        generator=greedy_texts,
+    )
+
+
+def explained(examples: Sequence[Example], cfg: RunConfig) -> list[Example]:
+    """The examples notebook 02 elicits explanations for: the first ``cfg.n_explain`` of
+    each dataset (all of them when it is 0)."""
+    if not cfg.n_explain:
+        return list(examples)
+    seen: dict[str, int] = {}
+    out = []
+    for ex in examples:
+        seen[ex.dataset] = seen.get(ex.dataset, 0) + 1
+        if seen[ex.dataset] <= cfg.n_explain:
+            out.append(ex)
+    return out
+
+
 def elicit_rationales(
     model, tokenizer, examples: Sequence[Example], predictions: pd.DataFrame, cfg: RunConfig
 ) -> pd.DataFrame:
-    """Raw Unbound and Top-Var word lists for every example and label source.
+    """Raw Unbound and Top-Var word lists for every :func:`explained` example and label
+    source.
 
     Args:
         predictions: :func:`xalign_utils.scoring.predict` output (``id``, ``pred``), for
@@ -54,6 +84,7 @@ def elicit_rationales(
         :func:`xalign_utils.explanations.elicit` rows with a ``label_source`` column,
         source by source, role by role.
     """
+    examples = explained(examples, cfg)
     predicted = dict(zip(predictions["id"], predictions["pred"], strict=True))
     sources = rationale_sources(cfg.rationale_labels)
     asked = {
@@ -88,8 +119,10 @@ def elicit_rationales(
 
 
 def elicit_free_text(model, tokenizer, examples: Sequence[Example], cfg: RunConfig) -> pd.DataFrame:
-    """Raw explain-then-predict and predict-then-explain outputs (twice the word-list
-    token budget, as explanations are sentences), role by role."""
+    """Raw explain-then-predict and predict-then-explain outputs of the :func:`explained`
+    examples (twice the word-list token budget, as explanations are sentences), role by
+    role."""
+    examples = explained(examples, cfg)
     return elicit_many(
         model,
         tokenizer,

@@ -1,9 +1,8 @@
 """Paths, profiles and the run configuration.
 
-Every directory is named here, anchored to the project root, so no other module builds
-paths of its own. Importing this module does no work. A profile is data: a
-:class:`RunConfig` whose fields any notebook parameter (or ``make all NAME=value``)
-overrides.
+Every directory is named here, anchored to the project root, so no other module builds paths
+of its own. Importing this module does no work. A profile is data: a :class:`RunConfig`
+whose fields any notebook parameter (or ``make all NAME=value``) overrides.
 """
 
 from __future__ import annotations
@@ -105,6 +104,7 @@ class RunConfig:
         bisection_steps: Noiser's bisection steps for the noise scale.
         n_faith: examples per dataset whose attributions notebook 04 scores by erasure
             (each costs about ten re-scored prompts per method).
+        n_explain: the first examples per dataset 02 explains (0: all; the XNLI track: n_attr).
         rationale_labels: labels notebook 02 elicits word lists for (``gold``, ``pred`` or
             both; names its table): gold-label lists meet human rationales, predicted-label
             lists meet attributions; a prompt the same for both is generated once.
@@ -164,6 +164,7 @@ class RunConfig:
     noise_samples: int = 10
     bisection_steps: int = 10
     n_faith: int = 12
+    n_explain: int = 0
     rationale_labels: str = "gold,pred"
     methods: tuple[str, ...] = ()
     target: str = "pred"
@@ -218,7 +219,7 @@ class RunConfig:
         skip |= set() if attribution or training or guide else set(ATTRIBUTION_FIELDS)
         payload = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         payload["model"] = self.model_name
-        for optional in ("adapter", "train_sizes"):  # hashes without them stay what they were
+        for optional in ("adapter", "train_sizes", "n_explain"):  # hashes stay as without
             if optional in payload and not payload[optional]:
                 del payload[optional]
         blob = json.dumps(payload, sort_keys=True, default=list).encode()
@@ -275,8 +276,7 @@ TRAINING_FIELDS = tuple(
     "regulariser reg_lambdas reg_seeds reg_source n_reg_train reg_steps n_reg_eval".split()
 )
 
-#: Fields only notebook 06 reads (keyed by ``RunConfig.hash(guide=True)``, so tuning the
-#: steering never invalidates the stored tables of 02-05).
+#: Fields only notebook 06 reads (keyed by ``RunConfig.hash(guide=True)``: tuning it keeps 02-05).
 GUIDE_FIELDS = ("n_guide", "guide_alphas", "guide_k", "guide_beams")
 
 #: Fields that never enter a hash: they change no stored number (``num_processes``: the

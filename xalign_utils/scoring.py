@@ -8,7 +8,7 @@ the prediction is the argmax, so there is always a valid prediction (DESIGN.md Â
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -170,6 +170,7 @@ def predict(
     answer_tokens: int = 8,
     gen_batch_size: int | None = None,
     greedy: bool = True,
+    generator: Callable[..., list[dict]] = generate,
 ):
     """Scored predictions and greedy answers for the classification prompt.
 
@@ -177,6 +178,9 @@ def predict(
     distribution renormalised over the label set; the greedy answer is kept with the
     label it names (``None`` when it names none, counted by the caller). ``greedy=False``
     skips the greedy answers (scored predictions only, e.g. at every training checkpoint).
+    ``generator`` decodes them, with :func:`xalign_utils.models.generate`'s signature and
+    output (notebook 02 passes the prefix-cached
+    :func:`xalign_utils.decoding.generation.greedy_texts`, which decodes the same tokens).
 
     Returns:
         A DataFrame, one row per example.
@@ -194,7 +198,7 @@ def predict(
         logp = label_logprobs(model, tokenizer, ids, dataset, batch_size)
         probs = softmax(logp, axis=1)
         if greedy:
-            answers = generate(model, tokenizer, ids, answer_tokens, gen_batch_size or batch_size)
+            answers = generator(model, tokenizer, ids, answer_tokens, gen_batch_size or batch_size)
         else:
             answers = [{"text": None}] * len(ids)
         for ex, lp, pr, ans, tokens in zip(exs, logp, probs, answers, ids, strict=True):

@@ -148,6 +148,19 @@ def greedy_generate(
     return out  # type: ignore[return-value]
 
 
+def greedy_texts(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int = 48,
+    batch_size: int = 64,
+) -> list[dict]:
+    """:func:`greedy_generate` in :func:`xalign_utils.models.generate`'s output format
+    (``text``, ``hit_limit`` per prompt), for :func:`xalign_utils.scoring.predict`."""
+    outs = greedy_generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    return [{"text": out.text, "hit_limit": out.hit_limit} for out in outs]
+
+
 def _shared_cache(model, prompts, device) -> tuple[int, list | None]:
     """Length of the prefix all prompts share and its keys/values (computed at batch 1)."""
     shared = shared_prefix_length(prompts)
