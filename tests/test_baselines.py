@@ -120,7 +120,9 @@ def test_n_explain_keeps_the_first_examples_of_each_dataset(monkeypatch):
     esnli = [replace(_example(f"e{i}", "positive"), dataset="esnli") for i in range(3)]
     examples = [_example("a", "positive"), *esnli, _example("b", "negative")]
     assert B.explained(examples, load_config("smoke")) == examples  # 0: all of them
-    cfg = load_config("smoke", n_explain=2)
+    with pytest.raises(ValueError, match="N_ATTR"):
+        B.explained(examples, load_config("smoke", n_explain=1, n_attr=2))
+    cfg = load_config("smoke", n_explain=2, n_attr=2)
     assert [ex.id for ex in B.explained(examples, cfg)] == ["a", "e0", "e1", "b"]
     preds = pd.DataFrame({"id": [ex.id for ex in examples], "pred": "positive"})
     B.elicit_rationales(None, None, examples, preds, cfg)

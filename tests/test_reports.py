@@ -194,6 +194,8 @@ def test_model_rationale_positions_picks_gold_top_var_lists():
     )
     assert R.model_rationale_positions(rationales) == {"x": {1, 3}}
     assert R.model_rationale_positions(rationales, label_source="pred") == {"y": {2}}
+    only_pred = rationales[rationales["label_source"] == "pred"]  # the XNLI track's lists
+    assert R.model_rationale_positions(only_pred) == {"y": {2}}
 
 
 def test_heatmap_examples_prefer_examples_every_method_ran_on():

@@ -56,9 +56,17 @@ def predict(model, tokenizer, examples: Sequence[Example], cfg: RunConfig) -> pd
 
 def explained(examples: Sequence[Example], cfg: RunConfig) -> list[Example]:
     """The examples notebook 02 elicits explanations for: the first ``cfg.n_explain`` of
-    each dataset (all of them when it is 0)."""
+    each dataset (all of them when it is 0).
+
+    Raises:
+        ValueError: ``n_explain`` below ``n_attr``: notebook 04 would meet attributed
+            examples without explanations.
+    """
     if not cfg.n_explain:
         return list(examples)
+    if cfg.n_explain < cfg.n_attr:
+        raise ValueError(f"N_EXPLAIN={cfg.n_explain} is below N_ATTR={cfg.n_attr}: notebook 04 "
+                         "reads the explanations of every attributed example")  # fmt: skip
     seen: dict[str, int] = {}
     out = []
     for ex in examples:

@@ -376,8 +376,11 @@ def runtime(health_table: pd.DataFrame) -> pd.DataFrame:
 def model_rationale_positions(
     rationales: pd.DataFrame, role: str = "rationale_topk", label_source: str = "gold"
 ) -> dict[str, set[int]]:
-    """Input-word positions the model itself named, per example id (notebook 02's lists)."""
-    own = rationales[(rationales["role"] == role) & (rationales["label_source"] == label_source)]
+    """Input-word positions the model itself named, per example id (notebook 02's lists;
+    those of another label source where ``label_source``'s were not asked for)."""
+    sources = set(rationales["label_source"])
+    source = label_source if label_source in sources else next(iter(sorted(sources)), None)
+    own = rationales[(rationales["role"] == role) & (rationales["label_source"] == source)]
     return {i: {int(p) for p in pos} for i, pos in zip(own["id"], own["positions"], strict=True)}
 
 
